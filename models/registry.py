@@ -1,0 +1,204 @@
+"""Which separator to run: the embedded default, our own safetensors files, or official AudioSep weights.
+
+``load_model(spec)``:
+* ``None`` / ``"default"``: the embedded model in ``models/weights/default.safetensors`` (trained by us,
+  see ``models/weights/MODEL_CARD.md``).  If the file is absent (a development checkout before the first
+  training run landed), a clearly labelled random-weight model is returned (``is_random=True``).
+* ``"random-demo"``: that random-weight model on purpose (for plumbing tests).
+* ``*.safetensors``: one of our models (config and encoder id in the file's metadata).
+* ``*.ckpt`` / ``*.pt`` / ``*.pth``: an official AudioSep checkpoint (``ss_model.*`` loaded strictly,
+  CLAP text tower from ``query_encoder.model.text_*``), never unpickling code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from plugin_bridge.errors import CheckpointError
+from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_WEIGHTS = os.path.join(HERE, "weights", "default.safetensors")
+LABELS_JSON = os.path.join(HERE, "training", "labels.json")
+
+# The embedded model's architecture (see MODEL_CARD.md for why these numbers).
+DEFAULT_CONFIG = ResUNetConfig(
+    name="pb-default-16k",
+    sample_rate=16000, n_fft=512, hop=256, input_channels=1, condition_size=384,
+    encoder_channels=(12, 24, 48, 96, 192), encoder_pools=((2, 2), (2, 2), (2, 2), (2, 2), (1, 2)),
+    bottleneck_channels=192, mask="complex", input_transform="log1p",
+)
+
+
+@dataclass
+class LoadedModel:
+    net: ResUNet
+    encoder_id: str
+    name: str
+    is_random: bool = False
+    source: str = ""
+    metadata: dict = field(default_factory=dict)
+    encoder_options: dict = field(default_factory=dict)
+    _encoder: object = None
+
+    @property
+    def cfg(self) -> ResUNetConfig:
+        return self.net.cfg
+
+    def encoder(self):
+        if self._encoder is None:
+            self._encoder = make_encoder(self.encoder_id, **self.encoder_options)
+        return self._encoder
+
+
+def make_encoder(encoder_id: str, **options):
+    if encoder_id == "minilm-l6-v2":
+        from plugin_bridge.models.encoders.minilm import MiniLMEncoder
+
+        return MiniLMEncoder()
+    if encoder_id.startswith("clap"):
+        from plugin_bridge.models.encoders.clap import ClapTextEncoder
+
+        return ClapTextEncoder(**options)
+    raise CheckpointError(f"unknown query encoder {encoder_id!r}")
+
+
+def random_model(cfg: ResUNetConfig = DEFAULT_CONFIG, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    net = ResUNet(cfg).eval()
+    return LoadedModel(net, "minilm-l6-v2", f"{cfg.name} (RANDOM WEIGHTS - not a trained separator)",
+                       is_random=True, source="random")
+
+
+def load_safetensors_model(path: str) -> LoadedModel:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such model file") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors model ({exc})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: safetensors file has no 'config' metadata; not a plugin-bridge model")
+    try:
+        cfg = ResUNetConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid model config in metadata ({exc})") from None
+    net = ResUNet(cfg)
+    load_state_strict(net, tensors, path)
+    return LoadedModel(net.eval(), meta.get("encoder", "minilm-l6-v2"), meta.get("name", cfg.name),
+                       source=path, metadata=meta)
+
+
+def load_state_strict(net: torch.nn.Module, tensors: dict, path: str, prefix: str = "") -> None:
+    expected = net.state_dict()
+    missing = sorted(k for k in expected if prefix + k not in tensors)
+    unexpected = sorted(k for k in tensors if not k.startswith(prefix) or k[len(prefix):] not in expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture; "
+            f"{len(missing)} missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}; "
+            f"{len(unexpected)} unexpected: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+    bad_shapes = [(k, tuple(tensors[prefix + k].shape), tuple(v.shape)) for k, v in expected.items()
+                  if tuple(tensors[prefix + k].shape) != tuple(v.shape)]
+    if bad_shapes:
+        raise CheckpointError(f"{path}: tensor shapes do not match: {bad_shapes[:10]}")
+    for k in expected:
+        t = tensors[prefix + k]
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: tensor {prefix + k} contains NaN/Inf; the file is damaged")
+    net.load_state_dict({k: tensors[prefix + k] for k in expected}, strict=True)
+
+
+def save_safetensors_model(net: ResUNet, path: str, encoder_id: str = "minilm-l6-v2", **extra_meta) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"config": net.cfg.to_json(), "encoder": encoder_id, "name": net.cfg.name, "format": "plugin-bridge/1"}
+    meta.update({k: str(v) for k, v in extra_meta.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_model(spec: str | None = None, tokenizer: str | None = None) -> LoadedModel:
+    if spec in (None, "", "default"):
+        if os.path.exists(DEFAULT_WEIGHTS):
+            m = load_safetensors_model(DEFAULT_WEIGHTS)
+            m.name = m.metadata.get("name", "embedded default")
+            return m
+        return random_model()
+    if spec == "random-demo":
+        return random_model()
+    ext = os.path.splitext(spec)[1].lower()
+    if ext == ".safetensors":
+        return load_safetensors_model(spec)
+    if ext in (".ckpt", ".pt", ".pth", ".bin"):
+        from plugin_bridge.models.audiosep import load_audiosep_checkpoint
+
+        return load_audiosep_checkpoint(spec, tokenizer=tokenizer)
+    raise CheckpointError(f"{spec}: unknown model file type; use a .safetensors model or an AudioSep .ckpt")
+
+
+# -- concept coverage: warn when a query is far from everything the model was trained on ----------------
+
+def load_label_vocabulary(path: str = LABELS_JSON) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"labels": {}, "unsupported": []}
+
+
+@dataclass
+class ConceptMatch:
+    query: str
+    similarity: float
+    closest: list[tuple[str, float]]
+    known: bool
+    unsupported_hit: str | None = None
+
+
+class ConceptIndex:
+    """Cosine similarity of a query against the trained labels (names, synonyms, captions)."""
+
+    def __init__(self, encoder, vocab: dict, threshold: float = 0.55):
+        self.encoder = encoder
+        self.threshold = threshold
+        self.texts: list[str] = []
+        self.owner: list[str] = []
+        for label, info in vocab.get("labels", {}).items():
+            for t in [label, *info.get("synonyms", []), *info.get("captions", [])]:
+                self.texts.append(t)
+                self.owner.append(label)
+        self.unsupported = list(vocab.get("unsupported", []))
+        self._emb = encoder.encode(self.texts) if self.texts else np.zeros((0, encoder.dim), np.float32)
+        self._unsup = encoder.encode(self.unsupported) if self.unsupported else None
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def match(self, query: str) -> ConceptMatch:
+        q = self.encoder.encode([query])[0]
+        sims = self._emb @ q
+        best: dict[str, float] = {}
+        for s, lab in zip(sims, self.owner):
+            best[lab] = max(best.get(lab, -1.0), float(s))
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:3]
+        top = ranked[0][1] if ranked else 0.0
+        unsup = None
+        if self._unsup is not None:
+            us = self._unsup @ q
+            j = int(np.argmax(us))
+            if us[j] > max(top, self.threshold):
+                unsup = self.unsupported[j]
+        return ConceptMatch(query, top, ranked, known=top >= self.threshold and unsup is None,
+                            unsupported_hit=unsup)

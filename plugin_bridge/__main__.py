@@ -1,0 +1,3 @@
+from plugin_bridge.cli import main
+
+raise SystemExit(main())

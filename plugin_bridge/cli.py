@@ -1,0 +1,56 @@
+"""``plugin-bridge`` command line.  Each sub-command lives in its own module and registers itself."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (sub-command module, attribute): each module defines ``register(subparsers)`` which adds its
+# parser(s) and sets ``func`` (callable taking the parsed args, returning an exit code).
+COMMAND_MODULES = [
+    "plugin_bridge.engine.cli",          # separate, bench
+    "plugin_bridge.corpus.cli",          # corpus build
+    "plugin_bridge.models.training.cli",  # train, benchmark
+    "plugin_bridge.session.cli",         # session run, presets, export
+    "plugin_bridge.gui_cli",             # gui
+]
+
+
+class UserError(Exception):
+    """An error with a message meant for the user (no traceback)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plugin-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and modname.startswith(exc.name):
+                continue  # that part of the product is not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # every known failure is a subclass of PluginBridgeError
+        from plugin_bridge.errors import PluginBridgeError
+        if isinstance(exc, PluginBridgeError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

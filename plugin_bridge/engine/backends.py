@@ -1,0 +1,137 @@
+"""Inference backends for the network core (magnitude + condition -> mask logits).
+
+* ``TorchBackend``: PyTorch on CPU or CUDA (``device='auto'`` picks CUDA when available).
+* ``OnnxBackend``: ONNX Runtime; the network is exported once per weights+config and cached on disk.
+  CUDA provider when ``onnxruntime-gpu`` is installed, else CPU.
+
+Both take and return plain numpy arrays: mag (B, C, T, F) float32, cond (B, D) float32 ->
+logits (B, C*K, T, F) float32.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+
+import numpy as np
+import torch
+
+from plugin_bridge.errors import PluginBridgeError
+
+__all__ = ["TorchBackend", "OnnxBackend", "make_backend", "resolve_device"]
+
+
+def resolve_device(device: str = "auto") -> str:
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PluginBridgeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise PluginBridgeError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: str = "auto", threads: int | None = None):
+        self.device = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.to(self.device).eval()
+
+    def logits(self, mag: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            m = torch.from_numpy(np.ascontiguousarray(mag, np.float32)).to(self.device)
+            c = torch.from_numpy(np.ascontiguousarray(cond, np.float32)).to(self.device)
+            return self.model.mask_logits(m, c).float().cpu().numpy()
+
+
+class _LogitsModule(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mag, cond):
+        return self.model.mask_logits(mag, cond)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha256(model.cfg.to_json().encode())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def export_onnx(model: torch.nn.Module, path: str) -> str:
+    """Export the network core with dynamic batch and time axes (opset 18)."""
+    model = model.cpu().eval()
+    cfg = model.cfg
+    T = cfg.time_multiple * 4
+    mag = torch.rand(2, cfg.input_channels, T, cfg.n_bins)
+    cond = torch.randn(2, cfg.condition_size)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            _LogitsModule(model), (mag, cond), tmp, input_names=["mag", "cond"], output_names=["logits"],
+            dynamic_axes={"mag": {0: "B", 2: "T"}, "cond": {0: "B"}, "logits": {0: "B", 2: "T"}},
+            opset_version=18, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, model: torch.nn.Module, device: str = "auto", threads: int | None = None,
+                 cache_root: str | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise PluginBridgeError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
+        from plugin_bridge.models.encoders.base import cache_dir
+
+        root = cache_root or os.path.join(cache_dir(), "onnx")
+        path = os.path.join(root, f"{model.cfg.name}-{model_fingerprint(model)}.onnx")
+        if not os.path.exists(path):
+            export_onnx(model, path)
+        providers = ["CPUExecutionProvider"]
+        want = (device or "auto").lower()
+        avail = ort.get_available_providers()
+        if want in ("auto", "cuda") and "CUDAExecutionProvider" in avail:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif want == "cuda":
+            raise PluginBridgeError("ONNX Runtime has no CUDA provider here (install onnxruntime-gpu), use --device cpu")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(path, so, providers=providers)
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.path = path
+        self._lock = threading.Lock()
+
+    def logits(self, mag: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.session.run(["logits"], {"mag": np.ascontiguousarray(mag, np.float32),
+                                                 "cond": np.ascontiguousarray(cond, np.float32)})[0]
+
+
+def make_backend(name: str, model: torch.nn.Module, device: str = "auto", threads: int | None = None):
+    name = (name or "torch").lower()
+    if name in ("torch", "pytorch"):
+        return TorchBackend(model, device, threads)
+    if name in ("onnx", "onnxruntime", "ort"):
+        return OnnxBackend(model, device, threads)
+    raise PluginBridgeError(f"unknown backend {name!r}; use torch or onnx")

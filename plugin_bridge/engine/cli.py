@@ -1,0 +1,123 @@
+"""``plugin-bridge separate`` and ``plugin-bridge bench``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from plugin_bridge.errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("separate", help="separate stems from an audio file with text queries",
+                       description="Write one stem per query plus a residual (everything else). Stems keep the "
+                                   "input's sample rate, channel count and length exactly.")
+    p.add_argument("input", help="audio file (wav, flac, aiff, mp3, ogg)")
+    p.add_argument("-q", "--query", action="append", default=[], metavar="TEXT",
+                   help="what to extract, e.g. -q birds -q 'a man speaking'; repeat for several stems")
+    p.add_argument("-n", "--negative", action="append", default=None, metavar="TEXT",
+                   help="negative query for the query at the same position ('' for none), e.g. -q speech -n music")
+    p.add_argument("-o", "--out", default="stems", help="output folder (default: ./stems)")
+    p.add_argument("--format", default="wav24", choices=["wav16", "wav24", "wav32f", "flac16", "flac24"],
+                   help="output format (default 24-bit WAV; wav32f keeps stems+residual == mix exactly)")
+    p.add_argument("--model", default=None,
+                   help="model: default (embedded), a .safetensors model, or an AudioSep .ckpt")
+    p.add_argument("--tokenizer", default=None,
+                   help="folder with roberta-base vocab.json + merges.txt (for AudioSep/CLAP models)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--chunk", type=float, default=10.0, help="chunk length in seconds (default 10)")
+    p.add_argument("--overlap", type=float, default=0.25, help="chunk overlap as a fraction (default 0.25)")
+    p.add_argument("--per-channel", action="store_true", help="one mask per channel (default: from the downmix)")
+    p.add_argument("--no-residual", action="store_true", help="do not write the residual")
+    p.add_argument("--start", type=float, default=None, help="region start in seconds")
+    p.add_argument("--end", type=float, default=None, help="region end in seconds")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_separate)
+
+    b = sub.add_parser("bench", help="measure speed (real-time factor) and memory per backend")
+    b.add_argument("--minutes", type=float, default=2.0, help="length of the generated 48 kHz stereo file")
+    b.add_argument("--model", default=None)
+    b.add_argument("--backends", default="torch,onnx")
+    b.add_argument("--audiosep", action="store_true",
+                   help="also time the AudioSep ResUNet30 configuration (random weights) against the "
+                        "upstream-style chunked pipeline")
+    b.add_argument("--rss-lengths", default="",
+                   help="comma-separated minutes for the flat-memory check, e.g. 10,120")
+    b.add_argument("--threads", type=int, default=None)
+    b.set_defaults(func=cmd_bench)
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+
+    def cb(p):
+        eta = f"{p.eta_seconds:5.0f}s" if p.eta_seconds is not None else "   ?"
+        sys.stderr.write(f"\r  {p.fraction * 100:5.1f}%  chunk {p.segment}/{p.n_segments}  ETA {eta}")
+        if p.fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return cb
+
+
+def cmd_separate(args) -> int:
+    from plugin_bridge.engine.reader import probe
+    from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
+    from plugin_bridge.models.registry import ConceptIndex, load_label_vocabulary, load_model
+
+    if not args.query:
+        raise ConfigError("give at least one query, e.g. -q speech")
+    negs = args.negative or []
+    if len(negs) > len(args.query):
+        raise ConfigError("more --negative than --query values")
+    negs = negs + [""] * (len(args.query) - len(negs))
+    queries = [Query(q, n or None) for q, n in zip(args.query, negs)]
+    info = probe(args.input)
+    region = (0, None)
+    if args.start is not None or args.end is not None:
+        s = int(round((args.start or 0) * info.sample_rate))
+        e = int(round(args.end * info.sample_rate)) if args.end is not None else None
+        region = (s, e)
+    model = load_model(args.model, tokenizer=args.tokenizer)
+    if model.is_random:
+        print("WARNING: no trained embedded model is installed; using RANDOM weights. "
+              "The output shows the plumbing, not a separation.", file=sys.stderr)
+    sep = Separator(model, backend=args.backend, device=args.device, threads=args.threads)
+    if not args.quiet:
+        vocab = load_label_vocabulary()
+        if vocab.get("labels") and model.encoder_id == "minilm-l6-v2" and not model.is_random:
+            idx = ConceptIndex(model.encoder(), vocab)
+            for q in queries:
+                m = idx.match(q.text)
+                if not m.known:
+                    near = ", ".join(f"{lab} ({s:.2f})" for lab, s in m.closest)
+                    why = f"it is close to '{m.unsupported_hit}', which the model was not trained on; " if m.unsupported_hit else ""
+                    print(f"WARNING: query '{q.text}' is far from what this model knows ({why}similarity "
+                          f"{m.similarity:.2f}); closest concepts: {near}. The result may be poor.", file=sys.stderr)
+        print(f"model: {model.name}  backend: {sep.backend.name} ({getattr(sep.backend, 'device', 'cpu')})",
+              file=sys.stderr)
+        print(f"input: {args.input}  {info.sample_rate} Hz, {info.channels} ch, {info.duration:.2f} s", file=sys.stderr)
+    settings = SeparationSettings(chunk_seconds=args.chunk, overlap=args.overlap, per_channel=args.per_channel,
+                                  residual=not args.no_residual)
+    res = sep.separate_file(args.input, queries, args.out, fmt=args.format, settings=settings,
+                            progress=_progress_printer(args.quiet), region=region)
+    for q, p in zip(queries, res.stem_paths):
+        print(f"{q.text!r}: {p}")
+    if res.residual_path:
+        print(f"residual: {res.residual_path}")
+    for w in res.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    if not args.quiet:
+        dur = res.frames / res.sample_rate
+        print(f"done: {dur:.1f} s of audio in {res.seconds:.1f} s ({dur / max(res.seconds, 1e-9):.1f}x real time)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from plugin_bridge.engine.bench import run_bench
+
+    return run_bench(args)

@@ -1,0 +1,146 @@
+"""Stream reader: open any audio file Pedalboard reads, validate it, and serve frame ranges in order.
+
+Memory stays bounded: only the frames between the oldest segment still needed and the newest one
+read are held.  Samples are checked for NaN/Inf as they arrive.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from plugin_bridge.errors import AudioInputError
+
+__all__ = ["AudioInfo", "StreamReader", "probe", "READ_EXTENSIONS"]
+
+READ_EXTENSIONS = (".wav", ".wave", ".bwf", ".aif", ".aiff", ".aifc", ".flac", ".mp3", ".ogg")
+MIN_RATE, MAX_RATE = 8000, 192000
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    file_dtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open(path: str):
+    from pedalboard.io import AudioFile
+
+    if not os.path.exists(path):
+        raise AudioInputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise AudioInputError(f"{path}: is a folder, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise AudioInputError(f"{path}: the file is empty (0 bytes)")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in READ_EXTENSIONS:
+        raise AudioInputError(
+            f"{path}: unknown audio format {ext or '(no extension)'}; readable: {', '.join(READ_EXTENSIONS)}")
+    try:
+        return AudioFile(path)
+    except Exception as exc:  # pedalboard raises ValueError/RuntimeError with its own wording
+        raise AudioInputError(f"{path}: cannot be decoded as {ext[1:].upper()} audio ({exc})") from None
+
+
+def probe(path: str) -> AudioInfo:
+    f = _open(path)
+    try:
+        info = AudioInfo(path, int(round(f.samplerate)), int(f.num_channels), int(f.frames), str(f.file_dtype))
+    finally:
+        f.close()
+    _check_info(info)
+    return info
+
+
+def _check_info(info: AudioInfo) -> None:
+    if info.frames <= 0:
+        raise AudioInputError(f"{info.path}: contains no audio frames")
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+        raise AudioInputError(
+            f"{info.path}: sample rate {info.sample_rate} Hz is outside the supported {MIN_RATE}-{MAX_RATE} Hz")
+    if info.channels < 1:
+        raise AudioInputError(f"{info.path}: has no channels")
+
+
+class StreamReader:
+    """Sequential reader serving ``get(start, stop)`` for non-decreasing ``start``."""
+
+    def __init__(self, path: str, block: int = 1 << 16, start: int = 0, stop: int | None = None):
+        self.info = probe(path)
+        self.path = path
+        self._f = _open(path)
+        self.block = block
+        self.offset = max(0, start)  # region start within the file
+        end = self.info.frames if stop is None else min(stop, self.info.frames)
+        if end <= self.offset:
+            self._f.close()
+            raise AudioInputError(f"{path}: the region [{start}, {stop}) holds no frames")
+        self.frames = end - self.offset
+        if self.offset:
+            self._f.seek(self.offset)
+        self._buf = np.zeros((self.info.channels, 0), np.float32)
+        self._buf_start = 0  # relative frame of _buf[:, 0]
+        self._read_pos = 0   # relative frames read so far
+
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.info.channels
+
+    def _fill(self, stop: int) -> None:
+        parts = [self._buf]
+        while self._read_pos < stop:
+            n = min(max(self.block, stop - self._read_pos), self.frames - self._read_pos)
+            try:
+                x = self._f.read(n)
+            except Exception as exc:
+                raise AudioInputError(f"{self.path}: read failed at frame {self.offset + self._read_pos} ({exc})") from None
+            if x.shape[-1] == 0:
+                # Some decoders report a frame count slightly larger than they deliver: pad with silence.
+                x = np.zeros((self.channels, stop - self._read_pos), np.float32)
+            if not np.all(np.isfinite(x)):
+                bad = int(np.argmax(~np.isfinite(x).all(axis=0)))
+                raise AudioInputError(
+                    f"{self.path}: contains NaN or infinite samples (first at frame {self.offset + self._read_pos + bad}); "
+                    "repair the file before separating")
+            parts.append(x.astype(np.float32, copy=False))
+            self._read_pos += x.shape[-1]
+        self._buf = np.concatenate(parts, axis=1) if len(parts) > 1 else self._buf
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) relative to the region start, shape (channels, stop-start)."""
+        if start < self._buf_start:
+            raise ValueError("StreamReader.get must be called with non-decreasing start")
+        stop = min(stop, self.frames)
+        self._fill(stop)
+        drop = start - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[:, drop:]
+            self._buf_start = start
+        return self._buf[:, : stop - start].copy()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_all(path: str) -> tuple[np.ndarray, int]:
+    """Whole file as (channels, frames) float32 (for small files, tests and previews)."""
+    with StreamReader(path) as r:
+        return r.get(0, r.frames), r.sample_rate

@@ -1,0 +1,305 @@
+"""The separation engine: stream reader -> chunker -> query encoder + network -> overlap-add -> writer.
+
+``Separator.separate_file`` streams any file (any rate 8-192 kHz, any channel count, any length) and
+writes one stem per query plus a residual, each with exactly the input's rate, channel count and
+length.  ``Separator.separate_array`` runs the same pipeline on an in-memory array.
+
+Per segment (native rate R, model rate Rm):
+1. mono downmix (or each channel in per-channel mode), resampled to Rm with Pedalboard;
+2. model-rate STFT magnitude -> network -> one complex mask per query (and per negative query);
+3. masks combined (negative removal, energy sharing between queries) on the model's grid;
+4. masks carried onto the native-rate STFT grid (see ``spectral.py``) and applied to every channel;
+5. native ISTFT -> stems; the residual is mix minus the sum of stems (so they sum to the mix exactly);
+6. weighted overlap-add across segments.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from plugin_bridge.engine.backends import make_backend
+from plugin_bridge.engine.chunker import OverlapAdd, align_unit, plan_segments
+from plugin_bridge.engine.masks import combine_masks
+from plugin_bridge.engine.reader import StreamReader
+from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
+from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
+from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
+from plugin_bridge.models.resunet import masks_from_logits, magnitude
+
+__all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress"]
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    negative: str | None = None
+    name: str | None = None  # output naming token; defaults to a slug of the text
+
+    @property
+    def token(self) -> str:
+        return slug(self.name or self.text)
+
+
+@dataclass(frozen=True)
+class SeparationSettings:
+    chunk_seconds: float = 10.0
+    overlap: float = 0.25          # fraction of a chunk shared with the next one
+    weight_power: float = 1.0      # triangular OLA weight exponent
+    per_channel: bool = False      # one mask per channel instead of one from the downmix
+    share: bool = True             # normalise several queries' masks so they never exceed the mix
+    residual: bool = True
+
+    def validate(self) -> "SeparationSettings":
+        if not (0.25 <= self.chunk_seconds <= 600):
+            raise ConfigError(f"chunk length {self.chunk_seconds} s must be between 0.25 and 600 s")
+        if not (0.0 <= self.overlap <= 0.75):
+            raise ConfigError(f"overlap {self.overlap} must be a fraction between 0 and 0.75")
+        if self.weight_power <= 0:
+            raise ConfigError("weight power must be positive")
+        return self
+
+
+@dataclass
+class Progress:
+    fraction: float
+    eta_seconds: float | None
+    segment: int
+    n_segments: int
+    elapsed: float
+
+
+@dataclass
+class SeparationResult:
+    stem_paths: list[str]
+    residual_path: str | None
+    sample_rate: int
+    channels: int
+    frames: int
+    seconds: float
+    clipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text.strip().lower()).strip("-")
+    return (s[:max_len].rstrip("-") or "query")
+
+
+CancelFlag = Callable[[], bool] | threading.Event | None
+
+
+def _cancelled(cancel: CancelFlag) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+class Separator:
+    def __init__(self, model, backend: str | object = "torch", device: str = "auto", threads: int | None = None):
+        """``model`` is a ``plugin_bridge.models.registry.LoadedModel``; ``backend`` a name or an object
+        with ``logits(mag, cond)``."""
+        self.model = model
+        self.cfg = model.cfg
+        self.backend = make_backend(backend, model.net, device, threads) if isinstance(backend, str) else backend
+        self.model_grid = Grid(self.cfg.sample_rate, self.cfg.n_fft, self.cfg.hop)
+        self._emb_cache: dict[str, np.ndarray] = {}
+
+    # -- queries ------------------------------------------------------------------------------------
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self._emb_cache]
+        if missing:
+            vecs = self.model.encoder().encode(missing)
+            for t, v in zip(missing, vecs):
+                self._emb_cache[t] = v
+        return np.stack([self._emb_cache[t] for t in texts]) if texts else np.zeros((0, self.cfg.condition_size), np.float32)
+
+    def _conditions(self, queries: list[Query]) -> tuple[np.ndarray, list[bool]]:
+        texts = [q.text for q in queries]
+        has_neg = [bool(q.negative and q.negative.strip()) for q in queries]
+        texts += [q.negative for q, h in zip(queries, has_neg) if h]
+        return self.embed(texts), has_neg
+
+    # -- one segment ------------------------------------------------------------------------------------
+    def _to_model_rate(self, x: np.ndarray, rate: int) -> np.ndarray:
+        """(C, n) native -> (C, round(n*Rm/R)) at the model's rate."""
+        Rm = self.cfg.sample_rate
+        n_out = int(round(x.shape[-1] * Rm / rate))
+        if rate == Rm:
+            return x
+        from pedalboard.io import StreamResampler
+
+        r = StreamResampler(float(rate), float(Rm), x.shape[0])
+        y = np.concatenate([r.process(np.ascontiguousarray(x, np.float32)), r.process()], axis=1)
+        if y.shape[1] < n_out:
+            y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
+        return y[:, :n_out]
+
+    def process_segment(self, x: np.ndarray, rate: int, cond: np.ndarray, has_neg: list[bool],
+                        settings: SeparationSettings) -> np.ndarray:
+        """x: (C, n) float32 at ``rate`` -> stems (Q, C, n) float64."""
+        C, n = x.shape
+        Q = len(has_neg)
+        native = native_grid(self.model_grid, rate)
+        # Zero-pad the end by one window so the last real samples are covered by full frames (with a
+        # 50 %-overlap window the final frame alone would leave a near-zero ISTFT envelope there).
+        n_pad = n + native.n_fft
+        xp = np.pad(x, ((0, 0), (0, n_pad - n)))
+        src = xp if settings.per_channel else xp.mean(axis=0, keepdims=True)
+        xm = self._to_model_rate(src, rate)
+        if xm.shape[1] <= self.model_grid.n_fft // 2:
+            xm = np.pad(xm, ((0, 0), (0, self.model_grid.n_fft // 2 + 1 - xm.shape[1])))
+        spec_m = stft(torch.from_numpy(np.ascontiguousarray(xm, np.float32)), self.model_grid)  # (Cm, T, F)
+        mag = magnitude(spec_m).numpy()
+        Cm = mag.shape[0]
+        B = cond.shape[0]
+        # batch = conditions x mask-channels: network input (B*Cm, 1, T, F)
+        mag_b = np.broadcast_to(mag[None, :, None], (B, Cm, 1) + mag.shape[1:]).reshape(B * Cm, 1, *mag.shape[1:])
+        cond_b = np.repeat(cond, Cm, axis=0)
+        logits = torch.from_numpy(np.asarray(self.backend.logits(mag_b, cond_b), np.float32))
+        mt = masks_from_logits(logits, self.cfg.K)
+        M = torch.complex(mt.mag * mt.cos, mt.mag * mt.sin).reshape(B, Cm, *mag.shape[1:])
+        pos = M[:Q]
+        neg = None
+        if any(has_neg):
+            neg = torch.zeros_like(pos)
+            j = Q
+            for q, h in enumerate(has_neg):
+                if h:
+                    neg[q] = M[j]
+                    j += 1
+        masks = combine_masks(pos, neg, has_neg, share=settings.share)  # (Q, Cm, Tm, Fm)
+        spec_n = stft(torch.from_numpy(np.ascontiguousarray(xp, np.float32)), native)  # (C, Tn, Fn)
+        Mn = interp_mask_to_native(masks, self.model_grid, native, spec_n.shape[-2])  # (Q, Cm, Tn, Fn)
+        Y = spec_n[None] * Mn
+        stems = istft(Y, native, n_pad)[..., :n]
+        return stems.double().numpy()
+
+    # -- whole streams -------------------------------------------------------------------------------
+    def _run(self, get: Callable[[int, int], np.ndarray], frames: int, rate: int, channels: int,
+             queries: list[Query], settings: SeparationSettings, sink: Callable[[int, list[np.ndarray]], None],
+             progress: Callable[[Progress], None] | None, cancel: CancelFlag) -> None:
+        settings = settings.validate()
+        if not queries:
+            raise ConfigError("at least one query is needed")
+        cond, has_neg = self._conditions(queries)
+        align = align_unit(rate, self.cfg.sample_rate)
+        chunk = int(round(settings.chunk_seconds * rate))
+        chunk = max(chunk, align)
+        overlap = int(round(settings.overlap * chunk))
+        overlap = min(overlap, chunk - align) if chunk > align else 0
+        segs = plan_segments(frames, chunk, overlap, align)
+        Q = len(queries)
+        ola = OverlapAdd(Q, channels, frames, settings.weight_power)
+        t0 = time.monotonic()
+        for k, seg in enumerate(segs):
+            if _cancelled(cancel):
+                raise JobCancelled("separation cancelled; no output was written")
+            x = get(seg.start, seg.stop)
+            stems = self.process_segment(x, rate, cond, has_neg, settings)
+            nxt = segs[k + 1].start if k + 1 < len(segs) else None
+            start, blocks = ola.add(seg, list(stems), nxt)
+            if blocks[0].shape[-1]:
+                sink(start, blocks)
+            if progress:
+                el = time.monotonic() - t0
+                frac = seg.stop / frames if nxt is not None else 1.0
+                eta = el / frac * (1 - frac) if frac > 0 else None
+                progress(Progress(frac, eta, k + 1, len(segs), el))
+        start, blocks = ola.finish()
+        if blocks[0].shape[-1]:
+            sink(start, blocks)
+
+    def separate_array(self, audio: np.ndarray, rate: int, queries: list[Query],
+                       settings: SeparationSettings = SeparationSettings(),
+                       progress=None, cancel: CancelFlag = None) -> tuple[np.ndarray, np.ndarray]:
+        """audio (C, L) -> (stems (Q, C, L) float32, residual (C, L) float32)."""
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or audio.shape[1] == 0:
+            raise AudioInputError("audio must be a non-empty (channels, frames) array")
+        if not np.all(np.isfinite(audio)):
+            raise AudioInputError("audio contains NaN or infinite samples")
+        C, L = audio.shape
+        out = np.zeros((len(queries), C, L), np.float64)
+
+        def sink(start, blocks):
+            for q, b in enumerate(blocks):
+                out[q, :, start:start + b.shape[-1]] = b
+
+        self._run(lambda a, b: audio[:, a:b], L, rate, C, queries, settings, sink, progress, cancel)
+        residual = audio.astype(np.float64) - out.sum(axis=0)
+        return out.astype(np.float32), residual.astype(np.float32)
+
+    def separate_file(self, path: str, queries: list[Query], out_dir: str,
+                      fmt: OutputFormat | str = "wav24", settings: SeparationSettings = SeparationSettings(),
+                      progress=None, cancel: CancelFlag = None, region: tuple[int, int | None] = (0, None),
+                      names: list[str] | None = None, residual_name: str | None = None,
+                      basename: str | None = None) -> SeparationResult:
+        """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual."""
+        fmt = OutputFormat(fmt) if isinstance(fmt, str) else fmt
+        settings = settings.validate()
+        t0 = time.monotonic()
+        reader = StreamReader(path, start=region[0], stop=region[1])
+        try:
+            check_output_dir(out_dir)
+            base = basename or os.path.splitext(os.path.basename(path))[0]
+            if names is None:
+                names = unique_names([f"{base}_{q.token}" for q in queries])
+            if len(names) != len(queries):
+                raise ConfigError("one output name per query is needed")
+            paths = [os.path.join(out_dir, n + fmt.extension) for n in names]
+            res_path = os.path.join(out_dir, (residual_name or f"{base}_residual") + fmt.extension) if settings.residual else None
+            all_paths = paths + ([res_path] if res_path else [])
+            if len(set(map(os.path.abspath, all_paths))) != len(all_paths):
+                raise ConfigError("output names collide; give each query a distinct name")
+            if os.path.abspath(path) in map(os.path.abspath, all_paths):
+                raise ConfigError("an output would overwrite the source audio; choose another folder or name")
+            writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt)
+            try:
+                def sink(start, blocks):
+                    mix = reader.get(start, start + blocks[0].shape[-1]).astype(np.float64)
+                    out = [b for b in blocks]
+                    if res_path:
+                        out.append(mix - np.sum(blocks, axis=0))
+                    writers.write(out)
+
+                self._run(reader.get, reader.frames, reader.sample_rate, reader.channels, queries, settings,
+                          sink, progress, cancel)
+                written = writers.commit()
+            except BaseException:
+                writers.abort()
+                raise
+        finally:
+            reader.close()
+        warnings = []
+        clipped = {os.path.basename(p): c for p, c in zip(all_paths, writers.clipped) if c}
+        if clipped:
+            warnings.append(f"{sum(clipped.values())} samples exceeded full scale and were clipped in "
+                            f"{', '.join(clipped)}; use --format wav32f to keep them")
+        return SeparationResult(written[:len(paths)], written[len(paths)] if res_path else None,
+                                reader.sample_rate, reader.channels, reader.frames,
+                                time.monotonic() - t0, clipped, warnings)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}-{seen[n]}")
+        else:
+            seen[n] = 1
+            out.append(n)
+    return out
