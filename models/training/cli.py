@@ -1,0 +1,64 @@
+"""``plugin-bridge train`` and ``plugin-bridge benchmark``."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the embedded default separator on the corpus (resumable)")
+    p.add_argument("--corpus", default="/work/corpus", help="corpus folder from 'plugin-bridge corpus build'")
+    p.add_argument("--run", default="runs/default", help="run folder (checkpoints, logs); rerun to resume")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--planned-steps", type=int, default=12000)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-hours", type=float, default=None)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--export", metavar="PATH", default=None,
+                   help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
+    p.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
+    b.add_argument("--set", required=True, dest="set_dir", help="folder with manifest.csv (mixture,target,query[,paraphrase])")
+    b.add_argument("--model", default=None)
+    b.add_argument("--make-dev", metavar="CORPUS", default=None,
+                   help="first build the in-distribution dev set from CORPUS's dev split into --set")
+    b.add_argument("--n", type=int, default=300, help="mixtures to make with --make-dev")
+    b.add_argument("--json", default=None, help="also write the results as JSON here")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    b.set_defaults(func=cmd_benchmark)
+
+
+def cmd_train(args) -> int:
+    import os
+    import shutil
+
+    if args.export:
+        src = os.path.join(args.run, "best.safetensors")
+        if not os.path.exists(src):
+            from plugin_bridge.errors import PluginBridgeError
+
+            raise PluginBridgeError(f"{src} does not exist yet: no validation has improved on the run so far")
+        from plugin_bridge.models.registry import load_safetensors_model
+
+        load_safetensors_model(src)  # refuse to export something that does not load
+        tmp = args.export + ".tmp"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, args.export)
+        print(f"exported {src} -> {args.export}")
+        return 0
+    from plugin_bridge.models.training.train import TrainConfig, train
+
+    cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
+                      planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
+                      val_every=args.val_every, device=args.device, threads=args.threads)
+    res = train(cfg, log=lambda s: print(s, flush=True))
+    print(f"stopped at step {res['step']}; best median dev SDRi {res['best']:.2f} dB; {res['hours']:.2f} h trained")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from plugin_bridge.models.training.benchmark import run_benchmark
+
+    return run_benchmark(args)

@@ -1,0 +1,221 @@
+"""On-the-fly training mixtures from the corpus (``plugin-bridge corpus build`` output).
+
+Each example: a target clip of one label plus 1-2 interferers from *other* labels of *other* confusable
+groups, loudness-matched (RMS over the active part) and mixed at a random target-to-interference ratio
+in [-10, +10] dB, after augmentation (gain, EQ, reverb, small speed change, all through Pedalboard).
+A fraction of examples ask for a label that is absent from the mixture, with a silent target, so the
+model learns to return nothing rather than guess.  Queries are drawn from the label's name, synonyms
+and captions (``models/training/labels.json``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Corpus", "Clip", "MixerConfig", "Mixer", "Example"]
+
+RATE = 16000
+
+
+@dataclass
+class Clip:
+    id: str
+    label: str
+    family: str
+    group: str
+    package: str
+    path: str
+    audio: np.ndarray | None = None  # int16 mono at RATE
+
+
+@dataclass
+class Corpus:
+    root: str
+    clips: list[Clip]
+    labels: dict  # label -> {family, group, synonyms, captions}
+
+    @classmethod
+    def load(cls, root: str, split: str, labels_json: str, load_audio: bool = True,
+             reserved_packages: tuple[str, ...] = ()) -> "Corpus":
+        with open(labels_json, encoding="utf-8") as f:
+            vocab = json.load(f)["labels"]
+        clips = []
+        with open(os.path.join(root, "manifest.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                e = json.loads(line)
+                if e.get("split") != split or e["label"] not in vocab:
+                    continue
+                if e.get("package") in reserved_packages:
+                    raise ValueError(f"manifest lists a reserved package: {e['package']} ({e['path']})")
+                clips.append(Clip(e["id"], e["label"], e["family"], e.get("group", e["id"]),
+                                  e.get("package", ""), os.path.join(root, e["path"])))
+        if load_audio:
+            import soundfile as sf
+
+            for c in clips:
+                x, sr = sf.read(c.path, dtype="int16", always_2d=True)
+                if sr != RATE:
+                    raise ValueError(f"{c.path}: corpus clips must be {RATE} Hz, got {sr}")
+                c.audio = x[:, 0].copy()
+        return cls(root, clips, {k: v for k, v in vocab.items() if any(c.label == k for c in clips)})
+
+    def by_label(self) -> dict[str, list[Clip]]:
+        out: dict[str, list[Clip]] = {}
+        for c in self.clips:
+            out.setdefault(c.label, []).append(c)
+        return out
+
+
+@dataclass
+class MixerConfig:
+    seconds: float = 3.0
+    snr_db: tuple[float, float] = (-10.0, 10.0)
+    n_interferers: tuple[int, int] = (1, 2)
+    absent_fraction: float = 0.1
+    level_db: tuple[float, float] = (-35.0, -12.0)  # mixture RMS
+    augment: bool = True
+    reverb_prob: float = 0.25
+    eq_prob: float = 0.4
+    speed_prob: float = 0.3
+    speed_range: tuple[float, float] = (0.94, 1.06)
+
+
+@dataclass
+class Example:
+    mixture: np.ndarray
+    target: np.ndarray
+    label: str
+    query: str
+    labels_in_mix: list[str] = field(default_factory=list)
+    snr_db: float = 0.0
+
+
+def rms(x: np.ndarray) -> float:
+    """RMS over the active part (frames above -60 dB of the peak), so one-shots are not under-weighted."""
+    if x.size == 0:
+        return 0.0
+    peak = float(np.max(np.abs(x)))
+    if peak <= 0:
+        return 0.0
+    act = np.abs(x) > peak * 1e-3
+    return float(np.sqrt(np.mean(x[act] ** 2))) if act.any() else 0.0
+
+
+def query_texts(label: str, info: dict) -> list[str]:
+    texts = [label, *info.get("synonyms", []), *info.get("captions", [])]
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+class Mixer:
+    def __init__(self, corpus: Corpus, cfg: MixerConfig = MixerConfig(), seed: int = 0):
+        self.corpus = corpus
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        self.by_label = corpus.by_label()
+        self.labels = sorted(self.by_label)
+        if len(self.labels) < 2:
+            raise ValueError("the corpus needs at least two labels to make mixtures")
+        self.families: dict[str, list[str]] = {}
+        for lab in self.labels:
+            self.families.setdefault(corpus.labels[lab]["family"], []).append(lab)
+        self.n = int(round(cfg.seconds * RATE))
+
+    def group_of(self, label: str) -> str:
+        return self.corpus.labels[label].get("group", label)
+
+    def _pick_label(self, exclude_groups: set[str]) -> str:
+        fams = [f for f, labs in self.families.items() if any(self.group_of(l) not in exclude_groups for l in labs)]
+        fam = fams[self.rng.integers(len(fams))]
+        labs = [l for l in self.families[fam] if self.group_of(l) not in exclude_groups]
+        return labs[self.rng.integers(len(labs))]
+
+    def _crop(self, clip: Clip) -> np.ndarray:
+        x = clip.audio.astype(np.float32) / 32768.0
+        n = self.n
+        if x.size >= n:
+            s = int(self.rng.integers(0, x.size - n + 1))
+            return x[s:s + n].copy()
+        out = np.zeros(n, np.float32)
+        s = int(self.rng.integers(0, n - x.size + 1))
+        out[s:s + x.size] = x
+        return out
+
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        if not cfg.augment:
+            return x
+        import pedalboard as pb
+
+        rng = self.rng
+        if rng.random() < cfg.speed_prob:
+            from pedalboard.io import StreamResampler
+
+            r = rng.uniform(*cfg.speed_range)
+            rs = StreamResampler(RATE * r, RATE, 1)
+            y = np.concatenate([rs.process(x[None]), rs.process()], axis=1)[0]
+            x = np.pad(y, (0, max(0, self.n - y.size)))[: self.n].astype(np.float32)
+        fx = []
+        if rng.random() < cfg.eq_prob:
+            fx.append(pb.PeakFilter(cutoff_frequency_hz=float(np.exp(rng.uniform(np.log(200), np.log(5000)))),
+                                    gain_db=float(rng.uniform(-8, 8)), q=float(rng.uniform(0.5, 2.0))))
+            if rng.random() < 0.5:
+                fx.append(pb.HighpassFilter(float(rng.uniform(40, 300))))
+            if rng.random() < 0.3:
+                fx.append(pb.LowpassFilter(float(rng.uniform(3000, 7900))))
+        if rng.random() < cfg.reverb_prob:
+            fx.append(pb.Reverb(room_size=float(rng.uniform(0.1, 0.7)), wet_level=float(rng.uniform(0.05, 0.3)),
+                                dry_level=1.0, damping=float(rng.uniform(0.2, 0.8))))
+        if fx:
+            x = pb.Pedalboard(fx)(x[None].astype(np.float32), RATE)[0][: self.n]
+        return x.astype(np.float32)
+
+    def example(self) -> Example:
+        cfg = self.cfg
+        rng = self.rng
+        absent = rng.random() < cfg.absent_fraction
+        tlabel = self._pick_label(set())
+        groups = {self.group_of(tlabel)}
+        k = int(rng.integers(cfg.n_interferers[0], cfg.n_interferers[1] + 1))
+        ilabels = []
+        for _ in range(k):
+            lab = self._pick_label(groups)
+            groups.add(self.group_of(lab))
+            ilabels.append(lab)
+        clips = self.by_label[tlabel]
+        target = self._augment(self._crop(clips[rng.integers(len(clips))]))
+        noise = np.zeros(self.n, np.float32)
+        for lab in ilabels:
+            cl = self.by_label[lab]
+            s = self._augment(self._crop(cl[rng.integers(len(cl))]))
+            r = rms(s)
+            if r > 0:
+                noise += s / r
+        rt, rn = rms(target), rms(noise)
+        snr = float(rng.uniform(*cfg.snr_db))
+        if rt > 0 and rn > 0:
+            noise *= rt / rn * 10 ** (-snr / 20)
+        if absent:
+            # the query names the (now removed) target's label: the mixture holds only interferers
+            mix = noise
+            target = np.zeros_like(noise)
+        else:
+            mix = target + noise
+        level = rms(mix)
+        if level > 0:
+            g = 10 ** (rng.uniform(*cfg.level_db) / 20) / level
+            mix, target = mix * g, target * g
+        peak = float(np.max(np.abs(mix)))
+        if peak > 0.99:
+            mix, target = mix * 0.99 / peak, target * 0.99 / peak
+        texts = query_texts(tlabel, self.corpus.labels[tlabel])
+        q = texts[rng.integers(len(texts))]
+        return Example(mix.astype(np.float32), target.astype(np.float32), tlabel, q,
+                       ([] if absent else [tlabel]) + ilabels, snr)
+
+    def batch(self, n: int) -> list[Example]:
+        return [self.example() for _ in range(n)]

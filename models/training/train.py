@@ -1,0 +1,224 @@
+"""Training loop for the embedded default separator (CPU or CUDA, resumable).
+
+    plugin-bridge train --corpus /work/corpus --run runs/default [--max-hours 2] [--device auto]
+
+* on-the-fly mixtures (``mixer.py``), text queries embedded once with the default encoder (MiniLM);
+* L1 waveform loss (as AudioSep), AdamW, warm-up then cosine decay over ``--planned-steps``;
+* every ``--val-every`` steps: SDRi on a fixed dev set (held-out groups of the training packages,
+  in-distribution), logged to ``log.jsonl``; the best model by median dev SDRi is kept as
+  ``best.safetensors``;
+* a checkpoint (``state.pt``: tensors and plain numbers only, loadable with weights_only=True) every
+  few minutes and at exit; rerunning the command resumes from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from plugin_bridge.models.registry import DEFAULT_CONFIG, save_safetensors_model
+from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
+from plugin_bridge.models.training.metrics import sdr
+from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, query_texts
+
+LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labels.json")
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = "/work/corpus"
+    run: str = "runs/default"
+    labels_json: str = LABELS_JSON
+    batch: int = 16
+    seconds: float = 3.0
+    lr: float = 1e-3
+    min_lr: float = 5e-5
+    warmup: int = 300
+    planned_steps: int = 12000
+    max_steps: int | None = None
+    max_hours: float | None = None
+    val_every: int = 250
+    val_examples: int = 144
+    ckpt_every_s: float = 300.0
+    threads: int | None = None
+    device: str = "auto"
+    seed: int = 1234
+    grad_clip: float = 5.0
+    log_every: int = 10
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.planned_steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+
+
+def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """Model forward with the end padded by one window (so the last samples get a full ISTFT envelope)."""
+    L = wave.shape[-1]
+    x = torch.nn.functional.pad(wave, (0, net.cfg.n_fft))
+    return net(x, cond)[..., :L]
+
+
+class QueryTable:
+    """All query texts of all labels, embedded once."""
+
+    def __init__(self, labels: dict, encoder):
+        self.texts = sorted({t for lab, info in labels.items() for t in query_texts(lab, info)})
+        self.index = {t: i for i, t in enumerate(self.texts)}
+        self.emb = torch.from_numpy(encoder.encode(self.texts))
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.emb[[self.index[t] for t in texts]]
+
+
+def dev_set(corpus_dir: str, labels_json: str, n: int, seconds: float, seed: int = 7):
+    dev = Corpus.load(corpus_dir, "dev", labels_json)
+    mixer = Mixer(dev, MixerConfig(seconds=seconds, absent_fraction=0.0, augment=False), seed=seed)
+    exs = mixer.batch(n)
+    return exs, dev.labels
+
+
+def evaluate(net: ResUNet, table: QueryTable, examples, labels: dict, device: str, batch: int = 16) -> dict:
+    net.eval()
+    rows = []
+    with torch.inference_mode():
+        for i in range(0, len(examples), batch):
+            exs = examples[i:i + batch]
+            mix = torch.from_numpy(np.stack([e.mixture for e in exs]))[:, None].to(device)
+            cond = table([e.query for e in exs]).to(device)
+            est = forward_padded(net, mix, cond)[:, 0].cpu().numpy()
+            for e, y in zip(exs, est):
+                s = sdr(e.target, y)
+                rows.append({"label": e.label, "family": labels[e.label]["family"], "sdr": s,
+                             "sdri": s - sdr(e.target, e.mixture)})
+    net.train()
+    fam: dict[str, list[float]] = {}
+    for r in rows:
+        fam.setdefault(r["family"], []).append(r["sdri"])
+    return {"median_sdri": float(np.median([r["sdri"] for r in rows])),
+            "mean_sdri": float(np.mean([r["sdri"] for r in rows])),
+            "family_median_sdri": {f: float(np.median(v)) for f, v in fam.items()},
+            "n": len(rows)}
+
+
+def _state_path(run: str) -> str:
+    return os.path.join(run, "state.pt")
+
+
+def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float) -> None:
+    tmp = path + ".tmp"
+    torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
+                "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
+                "config": net.cfg.to_json()}, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=None, log=print) -> dict:
+    from plugin_bridge.engine.backends import resolve_device
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    os.makedirs(cfg.run, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if encoder is None:
+        from plugin_bridge.models.encoders.minilm import MiniLMEncoder
+
+        encoder = MiniLMEncoder()
+    train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
+    mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds), seed=cfg.seed)
+    dev_examples, dev_labels = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds)
+    all_labels = dict(train_corpus.labels)
+    all_labels.update(dev_labels)
+    table = QueryTable(all_labels, encoder)
+    log(f"corpus: {len(train_corpus.clips)} train clips / {len(train_corpus.labels)} labels; "
+        f"dev mixtures: {len(dev_examples)}; query texts: {len(table.texts)}; device {device}")
+
+    net = ResUNet(model_cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step, best, elapsed = 0, -1e9, 0.0
+    sp = _state_path(cfg.run)
+    if os.path.exists(sp):
+        st = torch.load(sp, map_location=device, weights_only=True)
+        if st.get("config") != model_cfg.to_json():
+            raise RuntimeError(f"{sp} was trained with another architecture; use a new --run folder")
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optim"])
+        step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
+        mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
+        log(f"resumed from step {step} (best median dev SDRi {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
+    with open(os.path.join(cfg.run, "train_config.json"), "w") as f:
+        json.dump({"train": asdict(cfg), "model": model_cfg.to_dict()}, f, indent=1)
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    logf = open(os.path.join(cfg.run, "log.jsonl"), "a")
+    t_start = time.monotonic()
+    t_ckpt = t_start
+    base_elapsed = elapsed
+    losses = []
+    net.train()
+    try:
+        while not stop["flag"]:
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+            if cfg.max_hours is not None and time.monotonic() - t_start > cfg.max_hours * 3600:
+                break
+            exs = mixer.batch(cfg.batch)
+            mix = torch.from_numpy(np.stack([e.mixture for e in exs]))[:, None].to(device)
+            tgt = torch.from_numpy(np.stack([e.target for e in exs]))[:, None].to(device)
+            cond = table([e.query for e in exs]).to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            est = forward_padded(net, mix, cond)
+            loss = (est - tgt).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            if torch.isfinite(loss) and torch.isfinite(gn):
+                opt.step()
+            step += 1
+            losses.append(loss.item())
+            now = time.monotonic()
+            elapsed = base_elapsed + (now - t_start)
+            if step % cfg.log_every == 0:
+                rec = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg),
+                       "hours": elapsed / 3600, "time": time.time()}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                log(f"step {step} loss {rec['loss']:.5f} lr {rec['lr']:.2e} ({elapsed / 3600:.2f} h)")
+                losses = []
+            if step % cfg.val_every == 0:
+                ev = evaluate(net, table, dev_examples, all_labels, device)
+                ev.update({"step": step, "hours": elapsed / 3600, "time": time.time(), "kind": "val"})
+                logf.write(json.dumps(ev) + "\n")
+                logf.flush()
+                log(f"val step {step}: median SDRi {ev['median_sdri']:.2f} dB  {ev['family_median_sdri']}")
+                if ev["median_sdri"] > best:
+                    best = ev["median_sdri"]
+                    save_safetensors_model(net.cpu() if device != "cpu" else net,
+                                           os.path.join(cfg.run, "best.safetensors"),
+                                           step=step, dev_median_sdri=f"{best:.3f}",
+                                           train_hours=f"{elapsed / 3600:.3f}")
+                    net.to(device)
+            if now - t_ckpt > cfg.ckpt_every_s:
+                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed)
+                t_ckpt = now
+    finally:
+        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed)
+        logf.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return {"step": step, "best": best, "hours": elapsed / 3600}

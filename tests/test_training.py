@@ -1,0 +1,148 @@
+"""Training plumbing: the mixer obeys its rules and a few steps on a tiny config reduce the loss."""
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
+from plugin_bridge.models.training.metrics import sdr
+from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, rms
+from plugin_bridge.models.training.train import TrainConfig, forward_padded, lr_at, train
+from plugin_bridge.testing import HashEncoder
+
+RATE = 16000
+TINY = ResUNetConfig(name="tiny", sample_rate=16000, n_fft=256, hop=128, condition_size=384,
+                     encoder_channels=(4, 8), encoder_pools=((2, 2), (2, 2)), bottleneck_channels=8,
+                     input_transform="log1p")
+
+
+def _make_corpus(root, n_per_label=6):
+    """Three labels in three families plus one in a shared group: tones, noise bursts, clicks."""
+    rng = np.random.default_rng(0)
+    labels = {
+        "tone": {"family": "instruments", "group": "tonal", "synonyms": ["sine"], "captions": ["a pure tone"]},
+        "hum": {"family": "instruments", "group": "tonal", "synonyms": [], "captions": ["a low hum"]},
+        "noise": {"family": "environmental", "group": "noise", "synonyms": ["hiss"], "captions": ["white noise"]},
+        "clicks": {"family": "speech", "group": "clicks", "synonyms": [], "captions": ["clicking"]},
+    }
+    man = []
+    t = np.arange(int(RATE * 2.0)) / RATE
+    for lab in labels:
+        os.makedirs(os.path.join(root, "clips", lab), exist_ok=True)
+        for i in range(n_per_label):
+            if lab == "tone":
+                x = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 2000) * t)
+            elif lab == "hum":
+                x = 0.3 * np.sin(2 * np.pi * rng.uniform(50, 120) * t)
+            elif lab == "noise":
+                x = 0.1 * rng.standard_normal(t.size) * (np.sin(2 * np.pi * 0.5 * t) > 0)
+            else:
+                x = np.zeros(t.size)
+                x[rng.integers(0, t.size, 20)] = 0.8
+            rel = f"clips/{lab}/{lab}{i}.flac"
+            sf.write(os.path.join(root, rel), x.astype(np.float32), RATE, subtype="PCM_16")
+            man.append({"id": f"{lab}{i}", "path": rel, "family": labels[lab]["family"], "label": lab,
+                        "split": "dev" if i == 0 else "train", "group": f"{lab}{i}", "package": "synthetic",
+                        "version": "0", "source_path": "", "licence": "CC0", "duration": 2.0, "sha256": "",
+                        "sample_rate": RATE})
+    with open(os.path.join(root, "manifest.jsonl"), "w") as f:
+        f.write("\n".join(json.dumps(m) for m in man) + "\n")
+    with open(os.path.join(root, "labels.json"), "w") as f:
+        json.dump({"version": 1, "labels": labels, "unsupported": []}, f)
+    return os.path.join(root, "labels.json")
+
+
+def test_mixer_rules(tmp_path):
+    lj = _make_corpus(str(tmp_path))
+    corpus = Corpus.load(str(tmp_path), "train", lj)
+    mixer = Mixer(corpus, MixerConfig(seconds=1.0, absent_fraction=0.3, augment=True), seed=3)
+    n_absent = 0
+    for _ in range(60):
+        e = mixer.example()
+        assert e.mixture.shape == e.target.shape == (RATE,)
+        assert np.max(np.abs(e.mixture)) <= 0.99 + 1e-6
+        groups = [corpus.labels[l]["group"] for l in e.labels_in_mix]
+        assert len(groups) == len(set(groups)), "two sources of one confusable group in a mixture"
+        if e.label not in e.labels_in_mix:
+            n_absent += 1
+            assert not np.any(e.target), "a query for an absent label must have a silent target"
+        else:
+            # the target's level relative to the interference follows the drawn SNR
+            noise = e.mixture - e.target
+            if rms(noise) > 0 and rms(e.target) > 0 and not mixer.cfg.augment:
+                assert abs(20 * np.log10(rms(e.target) / rms(noise)) - e.snr_db) < 1.0
+        assert -10.0 <= e.snr_db <= 10.0
+    assert 5 <= n_absent <= 35
+
+
+def test_mixer_snr_exact_without_augmentation(tmp_path):
+    lj = _make_corpus(str(tmp_path))
+    corpus = Corpus.load(str(tmp_path), "train", lj)
+    mixer = Mixer(corpus, MixerConfig(seconds=1.0, absent_fraction=0.0, augment=False, n_interferers=(1, 1)), seed=5)
+    for _ in range(20):
+        e = mixer.example()
+        noise = e.mixture - e.target
+        if rms(e.target) > 0 and rms(noise) > 0:
+            assert abs(20 * np.log10(rms(e.target) / rms(noise)) - e.snr_db) < 0.05
+
+
+def test_reserved_package_in_manifest_is_refused(tmp_path):
+    lj = _make_corpus(str(tmp_path))
+    p = tmp_path / "manifest.jsonl"
+    lines = p.read_text().splitlines()
+    e = json.loads(lines[1])
+    e["package"] = "supertuxkart-data"
+    lines[1] = json.dumps(e)
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="reserved"):
+        Corpus.load(str(tmp_path), "train", lj, reserved_packages=("supertuxkart-data",))
+
+
+def test_few_steps_reduce_loss_on_fixed_batch(tmp_path):
+    lj = _make_corpus(str(tmp_path))
+    corpus = Corpus.load(str(tmp_path), "train", lj)
+    mixer = Mixer(corpus, MixerConfig(seconds=1.0, absent_fraction=0.0, augment=False), seed=1)
+    exs = mixer.batch(8)
+    torch.manual_seed(0)
+    net = ResUNet(TINY)
+    enc = HashEncoder(384)
+    mix = torch.from_numpy(np.stack([e.mixture for e in exs]))[:, None]
+    tgt = torch.from_numpy(np.stack([e.target for e in exs]))[:, None]
+    cond = torch.from_numpy(enc.encode([e.query for e in exs]))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = (forward_padded(net, mix, cond) - tgt).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_train_loop_checkpoints_and_resumes(tmp_path):
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(corpus=str(tmp_path / "corpus"), run=run, labels_json=lj, batch=4, seconds=1.0,
+                      max_steps=6, val_every=3, val_examples=6, log_every=2, warmup=2, planned_steps=20)
+    res = train(cfg, TINY, encoder=HashEncoder(384), log=lambda s: None)
+    assert res["step"] == 6
+    assert os.path.exists(os.path.join(run, "state.pt")) and os.path.exists(os.path.join(run, "best.safetensors"))
+    log = [json.loads(l) for l in open(os.path.join(run, "log.jsonl"))]
+    assert [r["step"] for r in log if r.get("kind") == "val"] == [3, 6]
+    cfg.max_steps = 8
+    res = train(cfg, TINY, encoder=HashEncoder(384), log=lambda s: None)
+    assert res["step"] == 8  # resumed at 6, not restarted
+    st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
+    assert st["step"] == 8
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-5, warmup=10, planned_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(110, cfg) == pytest.approx(1e-5)
+    assert lr_at(60, cfg) < lr_at(30, cfg)
