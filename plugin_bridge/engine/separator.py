@@ -163,7 +163,7 @@ class Separator:
         Cm = mag.shape[0]
         B = cond.shape[0]
         # batch = conditions x mask-channels: network input (B*Cm, 1, T, F)
-        mag_b = np.broadcast_to(mag[None, :, None], (B, Cm, 1) + mag.shape[1:]).reshape(B * Cm, 1, *mag.shape[1:])
+        mag_b = np.repeat(mag[None, :, None], B, axis=0).reshape(B * Cm, 1, *mag.shape[1:])
         cond_b = np.repeat(cond, Cm, axis=0)
         logits = torch.from_numpy(np.asarray(self.backend.logits(mag_b, cond_b), np.float32))
         mt = masks_from_logits(logits, self.cfg.K)
