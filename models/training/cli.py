@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
     p.set_defaults(func=cmd_train)
@@ -52,7 +53,7 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
-                      val_every=args.val_every, device=args.device, threads=args.threads)
+                      val_every=args.val_every, device=args.device, threads=args.threads, init=args.init)
     res = train(cfg, log=lambda s: print(s, flush=True))
     print(f"stopped at step {res['step']}; best median dev SDRi {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0

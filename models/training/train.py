@@ -51,13 +51,19 @@ class TrainConfig:
     seed: int = 1234
     grad_clip: float = 5.0
     log_every: int = 10
+    warmup_from: int = 0
+    init: str | None = None  # start from these weights (safetensors) when there is no state.pt to resume
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
-        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
-    p = min(1.0, (step - cfg.warmup) / max(1, cfg.planned_steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+        lr = cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
+    else:
+        p = min(1.0, (step - cfg.warmup) / max(1, cfg.planned_steps - cfg.warmup))
+        lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+    if cfg.warmup_from and cfg.warmup_from <= step < cfg.warmup_from + 100:
+        lr *= 0.1 + 0.9 * (step - cfg.warmup_from) / 100  # re-warm after starting from bare weights
+    return lr
 
 
 def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -155,6 +161,24 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
         log(f"resumed from step {step} (best median dev SDRi {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
+    elif cfg.init:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from plugin_bridge.models.registry import load_state_strict
+
+        with safe_open(cfg.init, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        if meta.get("config") != model_cfg.to_json():
+            raise RuntimeError(f"{cfg.init} has another architecture than the one being trained")
+        load_state_strict(net, load_file(cfg.init), cfg.init)
+        # The optimiser moments are not shipped with the weights: continue the schedule where the
+        # weights left it, with a short warm-up to rebuild them.
+        step = int(meta.get("step", 0))
+        elapsed = float(meta.get("train_hours", 0.0)) * 3600
+        if step:
+            cfg.warmup_from = step
+        log(f"initialised from {cfg.init} (step {step}, {elapsed / 3600:.2f} h trained)")
     with open(os.path.join(cfg.run, "train_config.json"), "w") as f:
         json.dump({"train": asdict(cfg), "model": model_cfg.to_dict()}, f, indent=1)
 
