@@ -372,16 +372,11 @@ def read_json(path: str, what: str = "file") -> Any:
     except UnicodeDecodeError as exc:
         raise SessionError(f"{path}: not a {what} file (not UTF-8 text at byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except SessionError as exc:
-        raise SessionError(f"{path}: {exc}") from None
+        # NaN/Infinity parse here and are reported with their field by validation
+        return json.loads(text)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise SessionError(f"{path}: not valid JSON{where}: {getattr(exc, 'msg', exc)}") from None
-
-
-def _reject_constant(name: str):
-    raise SessionError(f"{name} is not a valid number")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -736,7 +731,8 @@ def migrate(data: Any, source: str = "session") -> Any:
         except SessionError:
             raise
         except Exception as exc:  # a malformed old file
-            raise SessionError(f"{source}: cannot upgrade a version {v} session ({exc})", "schema_version") from None
+            raise SessionError(f"{source}: session field 'schema_version' is {v} and the file cannot be upgraded "
+                               f"({type(exc).__name__}: {exc})", "schema_version") from None
         v += 1
     return data
 

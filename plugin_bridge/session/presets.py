@@ -171,19 +171,20 @@ def _migrate_v0(d: dict) -> dict:
     raw = d.get("queries", [])
     if not isinstance(raw, list):
         raise PresetError(f"field 'queries' must be a list, not {type(raw).__name__}", "queries")
-    for q in raw:
+    for i, q in enumerate(raw):
         if isinstance(q, str):
             qs.append({"label": q, "text": q})
         elif isinstance(q, dict):
-            nq = {"label": q.get("name", q.get("label", q.get("query", q.get("text", "")))),
-                  "text": q.get("query", q.get("text"))}
+            text = q.get("query", q.get("text"))
+            label = q.get("name", q.get("label", text))
+            nq = {"label": label if isinstance(label, str) else "", "text": text}
             if "negative" in q:
                 nq["negative"] = q["negative"]
             if "color" in q or "colour" in q:
                 nq["colour"] = q.get("colour", q.get("color"))
             qs.append(nq)
         else:
-            qs.append(q)
+            raise PresetError(f"field 'queries[{i}]' must be a query text or an object", f"queries[{i}]")
     out["queries"] = qs
     inf = {}
     if "chunk" in d:
@@ -193,11 +194,13 @@ def _migrate_v0(d: dict) -> dict:
     if inf:
         out["inference"] = inf
     if "residual" in d:
+        if not isinstance(d["residual"], bool):
+            raise PresetError("field 'residual' must be true or false in a version 0 preset", "residual")
         out["residual"] = {"mode": "keep" if d["residual"] else "discard"}
     outp = {}
     if "format" in d:
         rev = {v: k for k, v in _FORMATS.items()}
-        if d["format"] not in rev:
+        if not isinstance(d["format"], str) or d["format"] not in rev:
             raise PresetError(f"field 'format' {d['format']!r} is not one of {', '.join(rev)}", "format")
         outp["format"], outp["bit_depth"] = rev[d["format"]]
     if "template" in d:
@@ -231,7 +234,8 @@ def migrate(d: Any, source: str) -> Any:
         except PresetError as exc:
             raise PresetError(f"{source}: {exc}", exc.field) from None
         except Exception as exc:
-            raise PresetError(f"{source}: cannot upgrade a version {v} preset ({exc})", "schema_version") from None
+            raise PresetError(f"{source}: preset field 'schema_version' is {v} and the file cannot be upgraded "
+                              f"({type(exc).__name__}: {exc})", "schema_version") from None
         v += 1
     return d
 
