@@ -1,0 +1,389 @@
+"""Side panels: regions list, stems list (drag source), query panel (queries + presets + Run), jobs."""
+from __future__ import annotations
+
+import os
+
+from PyQt6.QtCore import QMimeData, QSize, Qt, pyqtSignal
+from PyQt6.QtGui import QColor, QDrag, QIcon, QPixmap
+from PyQt6.QtWidgets import (
+    QAbstractItemView, QColorDialog, QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
+    QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QToolButton,
+    QVBoxLayout, QWidget,
+)
+
+from plugin_bridge.gui.timeline import fmt_time, mime_for_files
+
+QUERY_COLOURS = ["#4aa3ff", "#ffb84a", "#8fd18f", "#b26bff", "#ff6b6b", "#4ad0c8", "#ff8fd1", "#c9c95b"]
+
+
+def swatch(colour: str, size: int = 12) -> QIcon:
+    pm = QPixmap(size, size)
+    pm.fill(QColor(colour))
+    return QIcon(pm)
+
+
+class StemList(QListWidget):
+    """One row per stem/residual track; rows drag out as files (only complete ones)."""
+
+    def __init__(self, window, parent=None):
+        super().__init__(parent)
+        self.win = window
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
+        self.last_drag_mime: QMimeData | None = None
+
+    def fill(self, session):
+        self.clear()
+        if session is None:
+            return
+        for t in session.tracks:
+            if t.kind == "source":
+                continue
+            ok = self.win.stem_complete(t.id)
+            it = QListWidgetItem(swatch(t.colour or "#9aa0a8"), f"{t.name}\n{os.path.basename(t.path)}")
+            it.setData(Qt.ItemDataRole.UserRole, t.id)
+            it.setToolTip(t.path)
+            flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+            if ok:
+                flags |= Qt.ItemFlag.ItemIsDragEnabled
+            it.setFlags(flags)
+            self.addItem(it)
+
+    def mimeTypes(self):
+        return ["text/uri-list"]
+
+    def mimeData(self, items):
+        paths = [p for p in (self.win.stem_file(it.data(Qt.ItemDataRole.UserRole)) for it in items) if p]
+        md = mime_for_files(paths)
+        self.last_drag_mime = md
+        return md
+
+    def startDrag(self, actions):
+        items = [it for it in self.selectedItems() if it.flags() & Qt.ItemFlag.ItemIsDragEnabled]
+        if not items:
+            return
+        md = self.mimeData(items)
+        drag = QDrag(self)
+        drag.setMimeData(md)
+        drag.exec(Qt.DropAction.CopyAction)
+
+    def _menu(self, pos):
+        it = self.itemAt(pos)
+        if it is not None:
+            self.win.lane_context_menu(it.data(Qt.ItemDataRole.UserRole), self.mapToGlobal(pos))
+
+
+class QueryRow(QFrame):
+    changed = pyqtSignal()
+    removeRequested = pyqtSignal(object)
+
+    def __init__(self, text: str = "", negative: str = "", colour: str = "#4aa3ff", label: str = "",
+                 token: str = "", preset=None, chain=None, parent=None):
+        super().__init__(parent)
+        self.colour = colour
+        self.label, self.token, self.preset, self.chain = label, token, preset, list(chain or [])
+        self.setObjectName("queryRow")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
+        top = QHBoxLayout()
+        top.setSpacing(4)
+        self.colour_btn = QToolButton()
+        self.colour_btn.setToolTip("Stem colour")
+        self.colour_btn.setFixedSize(22, 22)
+        self.colour_btn.clicked.connect(self._pick_colour)
+        self._paint_colour()
+        self.text = QLineEdit(text)
+        self.text.setPlaceholderText('What to extract, e.g. "dialogue", "birds chirping"')
+        self.text.editingFinished.connect(self.changed)
+        self.remove = QToolButton(text="✕")
+        self.remove.setToolTip("Remove this query")
+        self.remove.clicked.connect(lambda: self.removeRequested.emit(self))
+        top.addWidget(self.colour_btn)
+        top.addWidget(self.text, 1)
+        top.addWidget(self.remove)
+        lay.addLayout(top)
+        neg = QHBoxLayout()
+        neg.setContentsMargins(26, 0, 26, 0)
+        self.negative = QLineEdit(negative or "")
+        self.negative.setPlaceholderText("but not... (optional)")
+        self.negative.editingFinished.connect(self.changed)
+        neg.addWidget(self.negative)
+        lay.addLayout(neg)
+
+    def _paint_colour(self):
+        self.colour_btn.setStyleSheet(f"background: {self.colour}; border: 1px solid #111; border-radius: 3px;")
+
+    def _pick_colour(self):
+        c = QColorDialog.getColor(QColor(self.colour), self, "Stem colour")
+        if c.isValid():
+            self.colour = c.name()
+            self._paint_colour()
+            self.changed.emit()
+
+    def spec(self):
+        from plugin_bridge.session.model import QuerySpec
+
+        text = self.text.text().strip()
+        if not text:
+            return None
+        neg = self.negative.text().strip() or None
+        return QuerySpec(text=text, negative=neg, label=self.label if self.label else "", colour=self.colour,
+                         token=self.token, preset=self.preset, chain=list(self.chain))
+
+
+class QueryPanel(QGroupBox):
+    """Queries of the selected region, preset picker and Run."""
+
+    def __init__(self, window, parent=None):
+        super().__init__("Region", parent)
+        self.win = window
+        self.region_id: str | None = None
+        self.rows: list[QueryRow] = []
+        lay = QVBoxLayout(self)
+        lay.setSpacing(6)
+        head = QHBoxLayout()
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("Region name")
+        self.name.setMinimumWidth(80)
+        self.name.editingFinished.connect(self._rename)
+        head.addWidget(self.name, 1)
+        self.start = QDoubleSpinBox()
+        self.end = QDoubleSpinBox()
+        for sb, tip in ((self.start, "Start (s)"), (self.end, "End (s)")):
+            sb.setDecimals(3)
+            sb.setRange(0, 10 ** 7)
+            sb.setSuffix(" s")
+            sb.setToolTip(tip)
+            sb.setKeyboardTracking(False)
+            sb.setMaximumWidth(110)
+            sb.valueChanged.connect(self._range_changed)
+            head.addWidget(sb)
+        lay.addLayout(head)
+        pr = QHBoxLayout()
+        pr.addWidget(QLabel("Preset"))
+        self.preset = QComboBox()
+        self.preset.setMinimumContentsLength(14)
+        self.preset.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        pr.addWidget(self.preset, 1)
+        self.apply_preset = QPushButton("Apply")
+        self.apply_preset.clicked.connect(self._apply_preset)
+        self.save_preset = QPushButton("Save as...")
+        self.save_preset.setToolTip("Save these queries as a user preset")
+        self.save_preset.clicked.connect(self.win.save_preset_dialog)
+        pr.addWidget(self.apply_preset)
+        pr.addWidget(self.save_preset)
+        lay.addLayout(pr)
+        self.rows_box = QVBoxLayout()
+        self.rows_box.setSpacing(4)
+        holder = QWidget()
+        holder.setLayout(self.rows_box)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(holder)
+        scroll.setMinimumHeight(150)
+        lay.addWidget(scroll, 1)
+        self.rows_box.addStretch(1)
+        bottom = QHBoxLayout()
+        self.add_btn = QPushButton("+ Add query")
+        self.add_btn.clicked.connect(lambda: self.add_row(focus=True))
+        bottom.addWidget(self.add_btn)
+        bottom.addStretch(1)
+        self.run_btn = QPushButton("Run  ▶")
+        self.run_btn.setObjectName("runButton")
+        self.run_btn.setToolTip("Render one stem per query, plus the residual, under the source track")
+        self.run_btn.clicked.connect(self.win.run_current)
+        bottom.addWidget(self.run_btn)
+        lay.addLayout(bottom)
+        self.hint = QLabel("Drag across a track to select a region.")
+        self.hint.setObjectName("hint")
+        self.hint.setWordWrap(True)
+        lay.addWidget(self.hint)
+        self._loading = False
+        self.set_region(None)
+
+    def fill_presets(self, entries):
+        cur = self.preset.currentText()
+        self.preset.clear()
+        for e in entries:
+            if not e.ok:
+                continue
+            self.preset.addItem(("★ " if e.source == "user" else "") + e.name, e.name)
+        i = self.preset.findText(cur)
+        if i >= 0:
+            self.preset.setCurrentIndex(i)
+
+    def set_region(self, region, track_rate: int = 48000):
+        self._loading = True
+        self.region_id = region.id if region is not None else None
+        enabled = region is not None
+        for w in (self.name, self.start, self.end, self.preset, self.apply_preset, self.save_preset, self.add_btn,
+                  self.run_btn):
+            w.setEnabled(enabled)
+        for r in self.rows:
+            r.setParent(None)
+            r.deleteLater()
+        self.rows = []
+        if region is None:
+            self.setTitle("Region")
+            self.name.setText("")
+            self.hint.setVisible(True)
+            self._loading = False
+            return
+        self.hint.setVisible(False)
+        self.setTitle(f"Region  {fmt_time(region.start / track_rate)} – {fmt_time(region.end / track_rate)}")
+        self.name.setText(region.name)
+        self._rate = track_rate
+        self.start.setValue(region.start / track_rate)
+        self.end.setValue(region.end / track_rate)
+        for q in region.queries:
+            self.add_row(q.text, q.negative or "", q.colour or self._next_colour(), q.label, q.token, q.preset,
+                         q.chain)
+        if not region.queries:
+            self.add_row()
+        self._loading = False
+
+    def _next_colour(self) -> str:
+        used = {r.colour for r in self.rows}
+        for c in QUERY_COLOURS:
+            if c not in used:
+                return c
+        return QUERY_COLOURS[len(self.rows) % len(QUERY_COLOURS)]
+
+    def add_row(self, text="", negative="", colour=None, label="", token="", preset=None, chain=None,
+                focus=False) -> QueryRow:
+        row = QueryRow(text, negative, colour or self._next_colour(), label, token, preset, chain)
+        row.changed.connect(self.commit)
+        row.removeRequested.connect(self._remove_row)
+        self.rows_box.insertWidget(len(self.rows), row)
+        self.rows.append(row)
+        if focus:
+            row.text.setFocus()
+        return row
+
+    def _remove_row(self, row):
+        if row in self.rows:
+            self.rows.remove(row)
+            row.setParent(None)
+            row.deleteLater()
+            self.commit()
+
+    def specs(self):
+        return [s for s in (r.spec() for r in self.rows) if s is not None]
+
+    def commit(self):
+        """Write the non-empty rows into the region (one undo step when they differ)."""
+        if self._loading or self.region_id is None:
+            return
+        self.win.set_region_queries(self.region_id, self.specs())
+
+    def _rename(self):
+        if not self._loading and self.region_id:
+            self.win.rename_region(self.region_id, self.name.text())
+
+    def _range_changed(self):
+        if self._loading or not self.region_id:
+            return
+        a = int(round(self.start.value() * self._rate))
+        b = int(round(self.end.value() * self._rate))
+        self.win.resize_region(self.region_id, a, b)
+
+    def _apply_preset(self):
+        name = self.preset.currentData()
+        if name and self.region_id:
+            self.win.apply_preset(self.region_id, name)
+
+
+class JobRow(QFrame):
+    def __init__(self, window, job, title: str, parent=None):
+        super().__init__(parent)
+        self.win = window
+        self.job_id = job.id
+        self.setObjectName("jobRow")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 4)
+        lay.setSpacing(2)
+        top = QHBoxLayout()
+        self.title = QLabel(title)
+        self.title.setObjectName("jobTitle")
+        self.title.setWordWrap(True)
+        top.addWidget(self.title, 1)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(lambda: self.win.cancel_job(self.job_id))
+        self.retry = QPushButton("Retry")
+        self.retry.clicked.connect(lambda: self.win.retry_job(self.job_id))
+        top.addWidget(self.cancel)
+        top.addWidget(self.retry)
+        lay.addLayout(top)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(False)
+        self.bar.setFixedHeight(8)
+        lay.addWidget(self.bar)
+        self.status = QLabel("")
+        self.status.setObjectName("jobStatus")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.update_job(job)
+
+    def update_job(self, job, eta=None, stage=None):
+        st = job.status
+        self.bar.setValue(int(job.progress * 1000))
+        self.cancel.setVisible(st in ("pending", "running"))
+        self.retry.setVisible(st in ("failed", "cancelled"))
+        if st == "running":
+            txt = f"{stage or 'separating'} {job.progress * 100:.0f} %"
+            if eta is not None:
+                txt += f" · about {fmt_time(eta, False)} left"
+        elif st == "pending":
+            txt = "waiting"
+        elif st == "done":
+            txt = "done" + (f" · {job.error}" if job.error else "")
+        elif st == "cancelled":
+            txt = "cancelled"
+        else:
+            txt = f"failed: {job.error}"
+        self.status.setText(txt)
+        self.status.setProperty("state", st)
+        self.status.setStyleSheet("color: #ff8080" if st == "failed" else "")
+
+
+class JobPanel(QGroupBox):
+    def __init__(self, window, parent=None):
+        super().__init__("Jobs", parent)
+        self.win = window
+        self.rows: dict[str, JobRow] = {}
+        outer = QVBoxLayout(self)
+        self.box = QVBoxLayout()
+        self.box.setSpacing(4)
+        holder = QWidget()
+        holder.setLayout(self.box)
+        self.box.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(holder)
+        outer.addWidget(scroll)
+        self.empty = QLabel("No renders yet.")
+        self.empty.setObjectName("hint")
+        outer.addWidget(self.empty)
+
+    def clear(self):
+        for r in self.rows.values():
+            r.setParent(None)
+            r.deleteLater()
+        self.rows = {}
+        self.empty.setVisible(True)
+
+    def update_job(self, job, title: str, eta=None, stage=None):
+        row = self.rows.get(job.id)
+        if row is None:
+            row = JobRow(self.win, job, title)
+            self.box.insertWidget(0, row)
+            self.rows[job.id] = row
+            self.empty.setVisible(False)
+        row.update_job(job, eta, stage)
