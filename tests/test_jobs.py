@@ -267,3 +267,26 @@ def test_mixed_rate_track_maps_region_by_time(tmp_path, model):
     st_audio, rate = read_all(res.stems[0].path)
     assert rate == 44100 and st_audio.shape == (1, 11025)
     assert int(np.argmax(np.abs(st_audio[0]))) == 0 and res.tracks[0].offset == 24000
+
+
+def test_query_plugin_chain_is_rendered_into_its_stem(tmp_path, model, monkeypatch):
+    from plugin_bridge.session import jobs
+
+    x = (np.random.RandomState(6).randn(1, SR) * 0.1).astype(np.float32)
+    s = new_session(tmp_path, x)
+    gain = [{"type": "gain", "params": {"gain_db": 20 * np.log10(2.0)}}]
+    r = Region(track_id=s.tracks[0].id, start=1000, end=9000,
+               queries=[QuerySpec("a", label="A", chain=gain), QuerySpec("b", label="B")])
+    s.regions.append(r)
+    res = run_job(s, make_job(s, r.id), sep_with(model, 0.0))
+    a, b, rest = (read_all(st.path)[0] for st in res.stems)
+    src = x[:, 1000:9000]
+    # query A was doubled by its chain; B and the residual are untouched, so A/2 + B + rest == source
+    assert np.abs(a / 2 + b + rest - src).max() < 1e-5
+    assert np.abs(a).max() > 1.5 * np.abs(b).max()
+    assert res.warnings == []
+    # without the plugin host the chain is skipped with a warning
+    monkeypatch.setattr(jobs, "_render_chain_fn", lambda: None)
+    res2 = run_job(s, make_job(s, r.id), sep_with(model, 0.0))
+    a2 = read_all(res2.stems[0].path)[0]
+    assert np.abs(a2 - a / 2).max() < 1e-6 and "skipped" in res2.warnings[0]

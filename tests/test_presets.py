@@ -22,7 +22,7 @@ def valid_preset() -> dict:
     return {
         "schema_version": 1, "name": "My set", "description": "d",
         "queries": [{"label": "Voice", "text": "a man speaking", "negative": "music", "colour": "#112233",
-                     "token": "VO", "chain": [{"type": "highpass", "params": {"hz": 80}},
+                     "token": "VO", "chain": [{"type": "highpass", "params": {"cutoff_frequency_hz": 80}},
                                               {"type": "vst3", "path": "/p/x.vst3"}]},
                     {"label": "Birds", "text": "birds"}],
         "residual": {"mode": "discard", "label": "Rest", "token": "R"},
@@ -91,6 +91,7 @@ def test_v0_preset_is_migrated(tmp_path):
     (lambda d: d["queries"][0].update(token="a b"), "queries[0].token"),
     (lambda d: d["queries"][0]["chain"][1].pop("path"), "queries[0].chain[1].path"),
     (lambda d: d["queries"][0]["chain"][0].update(type=3), "queries[0].chain[0].type"),
+    (lambda d: d["queries"][0]["chain"][0]["params"].update(q_factor="x"), "queries[0].chain[0].params.q_factor"),
     (lambda d: d["residual"].update(mode="maybe"), "residual.mode"),
     (lambda d: d["inference"].update(overlap=0.9), "inference.overlap"),
     (lambda d: d["inference"].update(device="tpu"), "inference.device"),
@@ -279,3 +280,20 @@ def test_cli_session_new_add_region_run(tmp_path, capsys, monkeypatch):
     # nothing pending any more
     assert main(["session", "run", sess]) == 0
     assert "nothing to render" in capsys.readouterr().out
+
+
+def test_cli_calls_export_cli_register_when_present(monkeypatch):
+    import argparse
+    import sys
+    import types
+
+    from plugin_bridge.session import cli
+
+    called = []
+    mod = types.ModuleType("plugin_bridge.session.export_cli")
+    mod.register = lambda sub: (called.append(sub), sub.add_parser("export"))
+    monkeypatch.setitem(sys.modules, "plugin_bridge.session.export_cli", mod)
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cli.register(sub)
+    assert called == [sub] and {"session", "presets", "export"} <= set(sub.choices)

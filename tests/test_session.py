@@ -296,7 +296,7 @@ def _edits(s: Session):
         ("set preset", lambda h: h.set_preset(r.id, P())),
         ("render", lambda h: h.add_render([stem_track], [stem])),
         ("remove stems", lambda h: h.remove_stems([s.stems[0].id, s.stems[1].id])),
-        ("track chain", lambda h: h.set_chain(t1.id, [{"type": "highpass", "params": {"hz": 80}}])),
+        ("track chain", lambda h: h.set_chain(t1.id, [{"type": "highpass", "params": {"cutoff_frequency_hz": 80}}])),
         ("query chain", lambda h: h.edit_query(r.id, 0, chain=[{"type": "vst3", "path": "/x.vst3"}])),
         ("settings", lambda h: h.set_settings(context_seconds=2.0, format=None)),
         ("rename session", lambda h: h.rename_session("Reel 2")),

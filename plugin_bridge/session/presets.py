@@ -20,6 +20,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from plugin_bridge.errors import ConfigError
 from plugin_bridge.session.history import data_dir
 from plugin_bridge.session.model import (
     QuerySpec, SessionError, atomic_write_text, field_path, read_json, schema_error,
@@ -82,7 +83,7 @@ _CHAIN_ITEM = {
     "type": "object", "additionalProperties": False, "required": ["type"],
     "properties": {"type": {"type": "string", "minLength": 1}, "params": {"type": "object"},
                    "path": {"type": "string", "minLength": 1}, "name": {"type": "string"},
-                   "bypass": {"type": "boolean"}},
+                   "enabled": {"type": "boolean"}, "state": {"type": "string"}},
     "if": {"properties": {"type": {"const": "vst3"}}}, "then": {"required": ["type", "path"]},
 }
 
@@ -332,6 +333,7 @@ class Preset:
                 check_name_template(out["name_template"])
             except PresetError as exc:
                 raise PresetError(f"{source}: {exc}", exc.field) from None
+        _check_chains(data, source)
         labels: dict[str, int] = {}
         for i, q in enumerate(data["queries"]):
             key = q["label"].strip().lower()
@@ -349,6 +351,30 @@ class Preset:
                      for q in data["queries"]],
             residual=res, inference=copy.deepcopy(data.get("inference", {})),
             output=copy.deepcopy(data.get("output", {})))
+
+
+def _check_chains(data: dict, source: str) -> None:
+    """Deep-check plugin chains with ``plugin_bridge.plugins.validate_chain`` when that module exists."""
+    chains = [(f"queries[{i}].chain", q.get("chain")) for i, q in enumerate(data["queries"]) if q.get("chain")]
+    if data.get("residual", {}).get("chain"):
+        chains.append(("residual.chain", data["residual"]["chain"]))
+    if not chains:
+        return
+    try:
+        from plugin_bridge.plugins import validate_chain
+    except ImportError:
+        return
+    for where, chain in chains:
+        for i, step in enumerate(chain):
+            if str(step.get("type", "")).strip().lower() == "vst3":
+                continue  # a third-party plugin may be missing on this machine: checked when rendering
+            tmp, real = f"{where}[{i}][0]", f"{where}[{i}]"
+            try:
+                validate_chain([step], f"{where}[{i}]")
+            except ConfigError as exc:
+                fld = (getattr(exc, "field", "") or real).replace(tmp, real)
+                msg = str(exc).replace(tmp, real)
+                raise PresetError(f"{source}: preset field '{fld}' is invalid: {msg}", fld) from None
 
 
 def load_preset_file(path: str, source: str = "file") -> Preset:
