@@ -24,12 +24,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def official_ss_keys() -> list[tuple[str, tuple[int, ...]]]:
-    path = REF if os.path.exists(REF) else os.path.join(HERE, "fixtures", "audiosep_state_dict_keys.txt")
+    """The 332 official ss_model entries: the reference list where present, else the key list the
+    parity fixture recorded from upstream's ResUNet30.state_dict()."""
     out = []
-    with open(path) as f:
-        for line in f:
-            name, shape = line.rstrip("\n").split("\t")
-            out.append((name, tuple(json.loads(shape))))
+    if os.path.exists(REF):
+        with open(REF) as f:
+            for line in f:
+                name, shape = line.rstrip("\n").split("\t")
+                out.append((name, tuple(json.loads(shape))))
+        return out
+    d = np.load(os.path.join(HERE, "fixtures", "audiosep_parity.npz"), allow_pickle=False)
+    for k, s in zip(d["keys"], d["shapes"]):
+        out.append(("ss_model." + str(k), tuple(int(x) for x in str(s).split(",")) if str(s) else ()))
     return out
 
 
