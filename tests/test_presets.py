@@ -1,7 +1,6 @@
 """Query presets (factory + user, schema, migration, import/export) and the session/presets CLI."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import re
 import shutil
@@ -33,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from plugin_bridge.errors import ConfigError, JobCancelled, OutputError, PluginBridgeError
+from plugin_bridge.errors import JobCancelled, OutputError, PluginBridgeError
 from plugin_bridge.session.model import (
     DEFAULT_SETTINGS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
 )

@@ -17,7 +17,7 @@ import re
 
 from plugin_bridge.engine.reader import READ_EXTENSIONS, probe
 from plugin_bridge.errors import AudioInputError, ConfigError
-from plugin_bridge.session.model import SESSION_SUFFIX, Session, SessionError, Track
+from plugin_bridge.session.model import SESSION_SUFFIX, Session, Track
 
 __all__ = ["open_session", "open_folder", "open_audio_file", "session_from_files", "check_media",
            "refresh_media", "is_audio_file"]
