@@ -176,10 +176,10 @@ class ConceptIndex:
         self.texts: list[str] = []
         self.owner: list[str] = []
         for label, info in vocab.get("labels", {}).items():
-            for t in [label, *info.get("synonyms", []), *info.get("captions", [])]:
+            for t in [label.replace("_", " "), *info.get("synonyms", []), *info.get("captions", [])]:
                 self.texts.append(t)
                 self.owner.append(label)
-        self.unsupported = list(vocab.get("unsupported", []))
+        self.unsupported = [u["concept"] if isinstance(u, dict) else str(u) for u in vocab.get("unsupported", [])]
         self._emb = encoder.encode(self.texts) if self.texts else np.zeros((0, encoder.dim), np.float32)
         self._unsup = encoder.encode(self.unsupported) if self.unsupported else None
 

@@ -34,7 +34,7 @@ def make_dev_set(corpus: str, out_dir: str, n: int = 300, seconds: float = 5.0, 
                  labels_json: str | None = None) -> str:
     import soundfile as sf
 
-    from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, query_texts
+    from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, label_text, query_texts
     from plugin_bridge.models.training.train import LABELS_JSON
 
     labels_json = labels_json or LABELS_JSON
@@ -45,12 +45,12 @@ def make_dev_set(corpus: str, out_dir: str, n: int = 300, seconds: float = 5.0, 
     rows = []
     for i in range(n):
         e = mixer.example()
-        texts = [t for t in query_texts(e.label, dev.labels[e.label]) if t != e.label]
+        texts = [t for t in query_texts(e.label, dev.labels[e.label]) if t != label_text(e.label)]
         para = texts[rng.integers(len(texts))] if texts else e.label
         m, t = f"audio/mixture-{i:04d}.wav", f"audio/target-{i:04d}.wav"
         sf.write(os.path.join(out_dir, m), e.mixture, 16000, subtype="FLOAT")
         sf.write(os.path.join(out_dir, t), e.target, 16000, subtype="FLOAT")
-        rows.append({"mixture": m, "target": t, "query": e.label, "paraphrase": para, "label": e.label,
+        rows.append({"mixture": m, "target": t, "query": label_text(e.label), "paraphrase": para, "label": e.label,
                      "family": dev.labels[e.label]["family"], "snr_db": f"{e.snr_db:.2f}"})
     tmp = os.path.join(out_dir, "manifest.csv.tmp")
     with open(tmp, "w", newline="") as f:

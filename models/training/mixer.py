@@ -106,8 +106,13 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x[act] ** 2))) if act.any() else 0.0
 
 
+def label_text(label: str) -> str:
+    """Label keys use underscores (``acoustic_guitar``); people type spaces."""
+    return label.replace("_", " ")
+
+
 def query_texts(label: str, info: dict) -> list[str]:
-    texts = [label, *info.get("synonyms", []), *info.get("captions", [])]
+    texts = [label_text(label), *info.get("synonyms", []), *info.get("captions", [])]
     return list(dict.fromkeys(t for t in texts if t))
 
 

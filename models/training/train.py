@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -119,9 +120,10 @@ def _state_path(run: str) -> str:
     return os.path.join(run, "state.pt")
 
 
-def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float) -> None:
+def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float,
+               dev_id: str = "") -> None:
     tmp = path + ".tmp"
-    torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
+    torch.save({"dev_id": dev_id, "model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
                 "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
                 "config": net.cfg.to_json()}, tmp)
     os.replace(tmp, path)
@@ -145,6 +147,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
     all_labels = dict(train_corpus.labels)
     all_labels.update(dev_labels)
     table = QueryTable(all_labels, encoder)
+    dev_id = hashlib.sha256(b"".join(e.mixture.tobytes() + e.query.encode() for e in dev_examples)).hexdigest()[:16]
     log(f"corpus: {len(train_corpus.clips)} train clips / {len(train_corpus.labels)} labels; "
         f"dev mixtures: {len(dev_examples)}; query texts: {len(table.texts)}; device {device}")
 
@@ -159,6 +162,8 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optim"])
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
+        if st.get("dev_id") != dev_id:
+            best = -1e9  # the dev set changed (corpus rebuilt): earlier scores are not comparable
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
         log(f"resumed from step {step} (best median dev SDRi {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
     elif cfg.init:
@@ -238,10 +243,10 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                                            train_hours=f"{elapsed / 3600:.3f}")
                     net.to(device)
             if now - t_ckpt > cfg.ckpt_every_s:
-                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed)
+                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id)
                 t_ckpt = now
     finally:
-        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed)
+        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id)
         logf.close()
         for s, h in old.items():
             signal.signal(s, h)
