@@ -179,3 +179,31 @@ def test_over_4_gib_is_refused_before_writing(tmp_path):
     with pytest.raises(OutputError, match="4 GiB"):
         add_bext(str(p), description="x")
     assert sorted(os.listdir(tmp_path)) == ["nearly4g.wav"] and read_bext(str(p)) is None
+
+
+@needs_mediainfo
+def test_tag_session_stems_places_each_stem(tmp_path):
+    from plugin_bridge.export.bwf import tag_session_stems
+    from plugin_bridge.session.model import QuerySpec, Region, Session, Stem, Track
+
+    s = Session(name="S", sample_rate=48000)
+    src = Track(name="Mix", path=str(tmp_path / "mix.wav"), offset=0)
+    _plain_wav(src.path, _audio(2, 2000), 48000, 24)
+    s.tracks.append(src)
+    r = Region(track_id=src.id, start=1234567, end=1236567, queries=[QuerySpec(text="birds", negative="music")])
+    s.regions.append(r)
+    for name, qi, rate, offset in (("Mix - birds", 0, 48000, 1234567), ("Mix - Residual", "residual", 44100, 1234567)):
+        t = Track(name=name, path=str(tmp_path / f"{name}.wav"), kind="stem" if qi == 0 else "residual",
+                  parent_id=src.id, offset=offset, sample_rate=rate)
+        _plain_wav(t.path, _audio(1, 1000), rate, 24)
+        s.tracks.append(t)
+        s.stems.append(Stem(region_id=r.id, query_index=qi, path=t.path, track_id=t.id))
+    before = open(src.path, "rb").read()
+    tagged = tag_session_stems(s)
+    assert tagged == [s.tracks[1].path, s.tracks[2].path]
+    assert open(src.path, "rb").read() == before                     # the source is never modified
+    gen, _, tref = _mediainfo(s.tracks[1].path)
+    assert gen["Description"] == "birds (not: music)" and tref == 1234567
+    gen, _, tref = _mediainfo(s.tracks[2].path)
+    assert gen["Description"] == "residual (everything not extracted) of Mix"
+    assert tref == round(1234567 * 44100 / 48000)                      # at the file's own rate

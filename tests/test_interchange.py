@@ -60,6 +60,17 @@ def session(tmp_path) -> Session:
     return s
 
 
+def test_seconds_round_trip_to_the_exact_sample():
+    from plugin_bridge.export.interchange import seconds_str, to_frames
+
+    rng = np.random.default_rng(0)
+    for rate in (8000, 22050, 44100, 48000, 88200, 96000, 192000):
+        frames = np.concatenate([rng.integers(0, 2 ** 48, 3000), rng.integers(0, 10 ** 7, 3000),
+                                 [0, 1, 1234567, 2 ** 31 + 17, 2 ** 48 - 1]])
+        for f in frames.tolist():
+            assert to_frames(float(seconds_str(f, rate)), rate) == f
+
+
 def _compare(a: Session, b: Session, paths_equal: bool = True):
     assert b.sample_rate == a.sample_rate and b.name == a.name and b.id == a.id
     assert [t.id for t in b.tracks] == [t.id for t in a.tracks]

@@ -35,9 +35,9 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from plugin_bridge.errors import AudioInputError, OutputError
+from plugin_bridge.errors import AudioInputError, ConfigError, OutputError
 
-__all__ = ["write_bwf", "add_bext", "read_bext", "build_bext", "Bext", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
+__all__ = ["write_bwf", "add_bext", "read_bext", "build_bext", "Bext", "stem_bext_fields", "tag_session_stems", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
            "ORIGINATOR"]
 
 ORIGINATOR = "plugin-bridge"
@@ -317,3 +317,37 @@ def write_bwf(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24, time
         except OSError:
             pass
     return target
+
+
+# --------------------------------------------------------------------------------------------------
+# session helpers
+# --------------------------------------------------------------------------------------------------
+def stem_bext_fields(session, track) -> dict:
+    """``description`` and ``time_reference`` for a session track's file: the query (or the track
+    name), and the track's timeline position converted to samples at the file's own rate."""
+    rate = track.sample_rate or session.sample_rate
+    tref = track.offset if rate == session.sample_rate else int(round(track.offset * rate / session.sample_rate))
+    description = track.name
+    stem = next((s for s in session.stems if s.track_id == track.id), None)
+    try:
+        if stem is not None and stem.query_index == "residual":
+            parent = session.track(track.parent_id).name if track.parent_id else ""
+            description = "residual (everything not extracted)" + (f" of {parent}" if parent else "")
+        elif stem is not None:
+            q = session.region(stem.region_id).queries[int(stem.query_index)]
+            description = q.text + (f" (not: {q.negative})" if q.negative else "")
+    except (IndexError, ValueError, ConfigError):
+        pass
+    return {"description": description, "time_reference": tref}
+
+
+def tag_session_stems(session, kinds: tuple[str, ...] = ("stem", "residual")) -> list[str]:
+    """Add (or refresh) a ``bext`` chunk in the WAV file of every stem/residual track, so a DAW
+    that honours BWF time stamps places it at its session position.  Returns the files tagged;
+    non-WAV files are skipped.  Each rewrite is atomic."""
+    done = []
+    for t in session.tracks:
+        if t.kind in kinds and t.path.lower().endswith((".wav", ".wave", ".bwf")):
+            add_bext(t.path, **stem_bext_fields(session, t))
+            done.append(t.path)
+    return done

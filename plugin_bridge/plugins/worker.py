@@ -227,7 +227,31 @@ def _load_vst3(step: dict, index: int):
             setattr(plugin, key, value)
         except Exception as exc:
             raise _ConfigFailure(f"{pf}: {exc}", pf)
+        _refine(plugin, key, value)
     return plugin
+
+
+def _refine(plugin, key: str, value: Any) -> None:
+    """Pedalboard rounds a parameter's normalised value to 1/1000 of its range (9.5 dB on a +-24 dB
+    range lands on 9.504 dB).  For a float parameter, try the exact linear normalised value and keep
+    it only if the plugin then reports a value closer to the one asked for (a non-linear parameter
+    keeps Pedalboard's setting)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    try:
+        prm = plugin.parameters[key]
+        lo, hi, _ = prm.range
+        if prm.type is not float or lo is None or hi is None or not hi > lo:
+            return
+        err = abs(float(getattr(plugin, key)) - value)
+        if err <= 1e-7 * (hi - lo):
+            return
+        old = prm.raw_value
+        prm.raw_value = min(1.0, max(0.0, (value - lo) / (hi - lo)))
+        if abs(float(getattr(plugin, key)) - value) >= err:
+            prm.raw_value = old
+    except Exception:  # any oddity of a plugin's parameter: keep Pedalboard's own setting
+        return
 
 
 class _ConfigFailure(Exception):

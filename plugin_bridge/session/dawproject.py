@@ -206,15 +206,15 @@ def _tempo(root: ET.Element) -> float:
     return 120.0
 
 
-def _walk_lanes(el: ET.Element, unit: str, track: str | None, out: list, offset: float = 0.0) -> None:
-    """Collect (track id, clip element, time unit, offset in that unit) from nested lanes/clips."""
+def _walk_lanes(el: ET.Element, unit: str, track: str | None, out: list) -> None:
+    """Collect (track id, clip element, time unit) from nested lanes/clips (units are inherited)."""
     unit = el.get("timeUnit", unit)
     track = el.get("track", track)
     for child in el:
         if child.tag in ("Lanes", "Clips"):
-            _walk_lanes(child, unit, track, out, offset)
+            _walk_lanes(child, unit, track, out)
         elif child.tag == "Clip":
-            out.append((track, child, unit, offset))
+            out.append((track, child, unit))
 
 
 def _clip_audio(clip: ET.Element) -> ET.Element | None:
@@ -284,7 +284,7 @@ def load(path: str, *, audio_dir: str | None = None) -> Session:
             _walk_lanes(arr, "beats", None, found)
         bpm = _tempo(root)
         rates = []
-        for _, clip, _, _ in found:
+        for _, clip, _ in found:
             a = _clip_audio(clip)
             if a is not None and a.get("sampleRate", "").isdigit():
                 rates.append(int(a.get("sampleRate")))
@@ -293,7 +293,7 @@ def load(path: str, *, audio_dir: str | None = None) -> Session:
 
         extract_dir = audio_dir or os.path.join(base_dir, name + "_audio")
         clips_by_track: dict[str, list[dict]] = {}
-        for n, (tid, clip, unit, _) in enumerate(found):
+        for n, (tid, clip, unit) in enumerate(found):
             where = f"{path}: clip {n + 1}" + (f" on track {tracks[tid]['name']!r}" if tid in tracks else "")
             if tid is None or tid not in tracks:
                 continue  # a lane without a (known) track: nothing to place it on
