@@ -9,10 +9,12 @@ logits (B, C*K, T, F) float32.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import tempfile
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -67,25 +69,39 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def export_onnx(model: torch.nn.Module, path: str) -> str:
-    """Export the network core with dynamic batch and time axes (opset 18)."""
-    model = model.cpu().eval()
+    """Export the network core with dynamic batch and time axes (opset 18), atomically.
+
+    The model is never moved: a model living on CUDA (shared with a TorchBackend) is exported from a
+    CPU copy."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()
+    was_training = model.training
+    model.eval()
     cfg = model.cfg
     T = cfg.time_multiple * 4
-    mag = torch.rand(2, cfg.input_channels, T, cfg.n_bins)
-    cond = torch.randn(2, cfg.condition_size)
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(2, cfg.input_channels, T, cfg.n_bins, generator=g)
+    cond = torch.randn(2, cfg.condition_size, generator=g)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        torch.onnx.export(
-            _LogitsModule(model), (mag, cond), tmp, input_names=["mag", "cond"], output_names=["logits"],
-            dynamic_axes={"mag": {0: "B", 2: "T"}, "cond": {0: "B"}, "logits": {0: "B", 2: "T"}},
-            opset_version=18, dynamo=False)
+        with warnings.catch_warnings(), torch.no_grad():
+            # the TorchScript-based exporter is deprecated but handles our dynamic time axis and needs
+            # no onnxscript; its warnings are not actionable for users
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _LogitsModule(model), (mag, cond), tmp, input_names=["mag", "cond"], output_names=["logits"],
+                dynamic_axes={"mag": {0: "B", 2: "T"}, "cond": {0: "B"}, "logits": {0: "B", 2: "T"}},
+                opset_version=18, dynamo=False)
         os.replace(tmp, path)
+    except Exception as exc:
+        raise PluginBridgeError(f"ONNX export of the model failed ({exc}); use --backend torch") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        model.train(was_training)
     return path
 
 
@@ -102,8 +118,10 @@ class OnnxBackend:
 
         root = cache_root or os.path.join(cache_dir(), "onnx")
         path = os.path.join(root, f"{model.cfg.name}-{model_fingerprint(model)}.onnx")
+        exported = False
         if not os.path.exists(path):
             export_onnx(model, path)
+            exported = True
         providers = ["CPUExecutionProvider"]
         want = (device or "auto").lower()
         avail = ort.get_available_providers()
@@ -116,7 +134,15 @@ class OnnxBackend:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(path, so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(path, so, providers=providers)
+        except Exception:
+            if exported:
+                raise
+            # a damaged cache entry (disk trouble, another version's file): export again, once
+            os.unlink(path)
+            export_onnx(model, path)
+            self.session = ort.InferenceSession(path, so, providers=providers)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.path = path
