@@ -6,6 +6,7 @@ every phase, so they are always consistent.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -141,8 +142,29 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
         fps.append(r[0]); durs.append(r[1]); keep_items.append(it)
     ref_fps, ref_names = reference_fingerprints(scratch, cache)
     np.savez(cache_path, cache=np.array(cache, dtype=object))
-    log(f"de-duplicating {len(fps)} files against each other and {len(ref_fps)} reserved clips")
-    keep, reasons, review = dedup.find_duplicates(fps, ref_fps)
+    # environmental: spectral near-duplicates against each other and the reserved packages;
+    # speech: exact duplicates only (identical decoded audio), the reserved packages hold no such speech
+    env_idx = [i for i, it in enumerate(keep_items) if _family_of(it.label) == "environmental"]
+    sp_idx = [i for i, it in enumerate(keep_items) if _family_of(it.label) != "environmental"]
+    log(f"de-duplicating {len(env_idx)} environmental files against each other and {len(ref_fps)} reserved clips")
+    keep = [True] * len(keep_items)
+    reasons: dict[int, tuple[str, int, float]] = {}
+    review: list[tuple[int, str, int, float]] = []
+    k_env, r_env, rv_env = dedup.find_duplicates([fps[i] for i in env_idx], ref_fps)
+    for a, i in enumerate(env_idx):
+        keep[i] = k_env[a]
+    for a, (kind, j, r) in r_env.items():
+        reasons[env_idx[a]] = (kind, env_idx[j] if kind == "train" else j, r)
+    for a, kind, j, r in rv_env:
+        review.append((env_idx[a], kind, env_idx[j] if kind == "train" else j, r))
+    seen_hash: dict[str, int] = {}
+    for i in sp_idx:
+        h = hashlib.sha1(fps[i].tobytes()).hexdigest()
+        if h in seen_hash:
+            keep[i] = False
+            reasons[i] = ("train", seen_hash[h], 1.0)
+        else:
+            seen_hash[h] = i
     dropped_lines, review_lines = [], []
     for i, (kind, j, r) in sorted(reasons.items()):
         other = ref_names[j] if kind == "reserved" else f"{keep_items[j].package}:{keep_items[j].source_path}"
@@ -402,6 +424,12 @@ def drop_thin_labels(rows: list[dict]) -> tuple[list[dict], dict[str, str]]:
                 srcs[r["label"]].add((r["package"], sp))
     dropped = {lab: f"only {len(s)} unique source files (< {MIN_UNIQUE_SOURCES})"
                for lab, s in srcs.items() if len(s) < MIN_UNIQUE_SOURCES and lab != "speech"}
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r["label"]] += 1
+    for lab, n in counts.items():
+        if n < MIN_UNIQUE_SOURCES and lab not in dropped:
+            dropped[lab] = f"only {n} clips (< {MIN_UNIQUE_SOURCES})"
     return [r for r in rows if r["label"] not in dropped], dropped
 
 

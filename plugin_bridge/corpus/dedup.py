@@ -89,9 +89,9 @@ class FingerprintIndex:
             return []
         n = max(1, int(np.floor(LEN_RATIO * L)))
         n = min(n, int(self.lens[cand].min()), L)
-        a = self.P[i, :n].ravel().astype(np.float64)
+        a = self.P[i, :n].ravel().astype(np.float32)
         a = a - a.mean()
-        B = self.P[cand, :n].reshape(len(cand), -1).astype(np.float64)
+        B = self.P[cand, :n].reshape(len(cand), -1)
         B = B - B.mean(axis=1, keepdims=True)
         num = B @ a
         den = np.sqrt((B * B).sum(axis=1) * (a * a).sum())
