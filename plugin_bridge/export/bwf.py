@@ -25,7 +25,6 @@ before anything is written; RF64 input is refused the same way.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import tempfile
 import uuid
