@@ -43,7 +43,7 @@ class StemList(QListWidget):
             if t.kind == "source":
                 continue
             ok = self.win.stem_complete(t.id)
-            it = QListWidgetItem(swatch(t.colour or "#9aa0a8"), f"{t.name}\n{os.path.basename(t.path)}")
+            it = QListWidgetItem(swatch("#9aa0a8" if t.kind == "residual" else (t.colour or "#9aa0a8")), f"{t.name}\n{os.path.basename(t.path)}")
             it.setData(Qt.ItemDataRole.UserRole, t.id)
             it.setToolTip(t.path)
             flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable

@@ -34,7 +34,7 @@ TEXT = QColor("#d7dae0")
 DIM = QColor("#8a919c")
 PLAYHEAD = QColor("#ff5a4e")
 SELECTION = QColor(255, 255, 255, 40)
-LOOP = QColor(255, 210, 80, 40)
+LOOP = QColor(255, 210, 80, 22)
 
 
 def fmt_time(seconds: float, precise: bool = True) -> str:
