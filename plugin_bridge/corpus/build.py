@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dedup, sources
 from .common import (FAMILIES, SR, ClipMeta, PartWriter, assign_splits, atomic_write_text, check_row, cut_pieces,
-                     dbfs, load_audio, manifest_row, short_hash, trim_silence, write_clip, write_jsonl_atomic)
+                     dbfs, load_audio, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
 
 DEFAULT_OUT = Path("/work/corpus")
 DEFAULT_SCRATCH = Path("/work/scratch")
@@ -189,6 +189,8 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
             versions[it.package] = sources.deb_version(scratch / "debs", it.package) or "unknown"
         inner = it.source_path[4:] if it.source_path.startswith("zip:") else it.source_path
         lic, _ = lic_cache[it.package].licence_for(sources.display_source_path(it.package, it.source_path), inner)
+        if lic == "unknown":
+            lic = sources.PACKAGE_LICENCE_FALLBACK.get(it.package, lic)
         if not sources.licence_allowed(lic):
             log(f"licence not allowed ({lic}): {it.package}:{it.source_path}")
             continue
@@ -212,12 +214,14 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
         for it, d, lic in lst:
             unit = f"file:{it.package}:{it.source_path}"
             split = splits[(it.label, _group(it))]
-            if writer.has(unit, out):
-                continue
+            if writer.has(unit, out) and writer.done[unit]:
+                continue          # long file already cut (short ones are re-read: they feed the sequences)
             if max_minutes and minutes[it.label] >= max_minutes:
                 continue
             try:
-                x = trim_silence(load_audio(it.path))
+                # quiet recordings are raised as a whole (peak to QUIET_PEAK) before cutting, so the
+                # near-silence test of each piece is relative to the file's own level
+                x = normalise(trim_silence(load_audio(it.path)))
             except Exception as exc:
                 log(f"cannot read {it.path}: {exc}")
                 writer.add(unit, [])
@@ -235,7 +239,8 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
                     minutes[it.label] += dd / 60
             elif len(x) >= int(ONESHOT_MIN_S * SR) and dbfs(x) > -50:
                 short_pool[(it.label, split, it.gender, it.language)].append((it, lic, x))
-            writer.add(unit, rows)
+            if not writer.has(unit):
+                writer.add(unit, rows)
         # one-shots shorter than 1 s: sequences of 2-7 events from the same package, label and split
         for (label, split, gender, language), pool in sorted(short_pool.items(), key=lambda kv: str(kv[0])):
             _concat_pool(out, writer, pkg, versions[pkg], label, split, gender, language, pool, minutes, max_minutes)
@@ -412,18 +417,20 @@ def _generated(r: dict) -> bool:
     return r["family"] == "instruments" or r["group"].startswith("tts:")
 
 
-MIN_UNIQUE_SOURCES = 15
+MIN_UNIQUE_SOURCES = 15      # clips per label
+MIN_SOURCES_PER_LABEL = 4    # unique source recordings per real-recording label
 
 
 def drop_thin_labels(rows: list[dict]) -> tuple[list[dict], dict[str, str]]:
-    """Real-recording labels need >= MIN_UNIQUE_SOURCES unique source files; thinner ones are dropped."""
+    """Labels need >= MIN_UNIQUE_SOURCES clips, and real-recording labels >= MIN_SOURCES_PER_LABEL
+    unique source recordings (long ambiences are cut into many clips); thinner ones are dropped."""
     srcs: dict[str, set] = defaultdict(set)
     for r in rows:
         if not _generated(r):
             for sp in r["source_path"].split(" + "):
                 srcs[r["label"]].add((r["package"], sp))
-    dropped = {lab: f"only {len(s)} unique source files (< {MIN_UNIQUE_SOURCES})"
-               for lab, s in srcs.items() if len(s) < MIN_UNIQUE_SOURCES and lab != "speech"}
+    dropped = {lab: f"only {len(s)} unique source files (< {MIN_SOURCES_PER_LABEL})"
+               for lab, s in srcs.items() if len(s) < MIN_SOURCES_PER_LABEL and lab != "speech"}
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[r["label"]] += 1

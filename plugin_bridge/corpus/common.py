@@ -189,8 +189,15 @@ def assign_splits(label_groups: dict[str, dict[str, float]], dev_fraction: float
             while len(dev) > MIN_DEV_CLIPS and sum(groups[g] for g in dev) / total > 2.5 * dev_fraction:
                 biggest = max(dev, key=lambda g: (groups[g], g))
                 dev.discard(biggest)
-        elif len(ranked) < 3:
+        elif len(ranked) < 6:
             dev = set()      # too few groups: everything trains
+        elif not dev:
+            # 6-14 groups: hold out the lowest-hash group unless it carries too much of the label
+            total = sum(groups.values()) or 1.0
+            for g in ranked[:3]:
+                if groups[g] / total <= 0.35:
+                    dev.add(g)
+                    break
         for g in ranked:
             out[(label, g)] = "dev" if g in dev else "train"
     return out

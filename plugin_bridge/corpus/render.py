@@ -344,32 +344,29 @@ def make_material(style: str, rng, lo: int, hi: int, dur: float):
 RESERVED_M21 = ("bach", "beethoven", "mozart", "haydn")
 
 
-def music21_parts(max_pieces: int = 120, seed: int = 0) -> list[tuple[str, list[tuple[float, float, int]]]]:
+def music21_parts(n_palestrina: int = 200, essen_files: int = 2, seed: int = 0) -> list[tuple[str, list[tuple[float, float, int]]]]:
     """Monophonic parts from allowed music21 corpus pieces: [(material id, [(start_ql, dur_ql, midi)])].
 
-    Only Palestrina and the ryansMammoth / essenFolksong folk collections are read.
+    Only Palestrina (Humdrum) and essenFolksong (ABC) are read; Bach chorales and the Beethoven / Mozart /
+    Haydn quartets are reserved for evaluation and are refused.
     """
     from music21 import corpus
     rng = np.random.default_rng(seed)
-    paths = []
-    for comp in ("palestrina", "ryansMammoth", "essenFolksong"):
-        try:
-            ps = [str(p) for p in corpus.getComposer(comp)]
-        except Exception:
-            ps = []
-        ps = [p for p in ps if not any(r in p.lower() for r in RESERVED_M21)]
-        ps.sort()
-        rng.shuffle(ps)
-        paths += [(comp, p) for p in ps[: max_pieces // 2]]
+    pal = sorted(str(p) for p in corpus.getComposer("palestrina"))
+    pal = [pal[i] for i in sorted(rng.choice(len(pal), size=min(n_palestrina, len(pal)), replace=False))]
+    ess = sorted(str(p) for p in corpus.getComposer("essenFolksong"))
+    ess = [ess[i] for i in sorted(rng.choice(len(ess), size=min(essen_files, len(ess)), replace=False))]
     out = []
-    for comp, p in paths:
+    for comp, p in [("palestrina", p) for p in pal] + [("essenFolksong", p) for p in ess]:
+        if any(r in p.lower() for r in RESERVED_M21):
+            raise ValueError(f"reserved note material: {p}")
         try:
             s = corpus.parse(p)
         except Exception:
             continue
-        scores = list(s.scores) if hasattr(s, "scores") and s.scores else [s]
-        for si, sc in enumerate(scores[:3]):
-            for pi, part in enumerate(sc.parts[:4]):
+        scores = list(s.scores) if hasattr(s, "scores") and len(s.scores) else [s]
+        for si, sc in enumerate(scores):
+            for pi, part in enumerate(sc.parts if hasattr(sc, "parts") and len(sc.parts) else [sc]):
                 notes = []
                 for n in part.flatten().notes:
                     if n.isChord:
@@ -380,6 +377,15 @@ def music21_parts(max_pieces: int = 120, seed: int = 0) -> list[tuple[str, list[
                 if len(notes) >= 8:
                     out.append((f"m21:{comp}:{Path(p).stem}:{si}:{pi}", notes))
     return out
+
+
+def build_m21_cache(path: Path, **kw) -> int:
+    import json
+    parts = music21_parts(**kw)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(parts))
+    os.replace(tmp, path)
+    return len(parts)
 
 
 def material_from_part(part_notes, rng, lo, hi, dur):

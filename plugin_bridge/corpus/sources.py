@@ -56,6 +56,12 @@ ALLOWED_LICENCE = re.compile(r"(^|[^a-z])(gpl|lgpl|agpl|cc-by|cc0|mit|expat|bsd|
 FORBIDDEN_LICENCE = re.compile(r"(-nc\b|noncommercial|non-commercial|-nd\b|noderiv|unknown|gfdl|fdl-)", re.I)
 
 
+# packages whose debian/copyright is not machine-readable: licence read by hand (reviewed)
+PACKAGE_LICENCE_FALLBACK = {
+    "wesnoth-1.16-data": "GPL-2+",   # "GNU General Public License version 2 or at your option any later version"
+}
+
+
 def licence_allowed(lic: str) -> bool:
     return bool(lic) and bool(ALLOWED_LICENCE.search(lic)) and not FORBIDDEN_LICENCE.search(lic)
 
