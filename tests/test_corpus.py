@@ -202,3 +202,29 @@ def test_cli_registers_corpus_build():
     bad = ap.parse_args(["corpus", "build", "--families", "nonsense"])
     with pytest.raises(PluginBridgeError):
         bad.func(bad)
+
+
+def test_note_material_in_range_and_render(tmp_path):
+    from plugin_bridge.corpus import render
+    for lab, spec in render.INSTRUMENT_LABELS.items():
+        for k, style in enumerate(spec.styles):
+            rng = np.random.default_rng(k)
+            prog = spec.programs[k % len(spec.programs)]
+            lo, hi = (0, 127) if lab == "drums" else render.PROGRAMS[prog][1:]
+            notes = render.make_material(style, rng, lo, hi, 5.0)
+            assert notes, (lab, style)
+            assert all(lo <= p <= hi and 1 <= v <= 127 and b > a for a, b, p, v in notes), (lab, style)
+    if not Path(render.FLUIDR3).exists():
+        pytest.skip("FluidR3_GM not installed")
+    pytest.importorskip("fluidsynth")
+    r = render.Renderer()
+    rng = np.random.default_rng(0)
+    y = r.render(render.make_material("melody", rng, 60, 84, 2.0), 40, False, rng)
+    assert y.ndim == 1 and len(y) > SR and common.dbfs(y) > -45
+
+
+def test_tts_voices_exclude_reserved():
+    from plugin_bridge.corpus import tts
+    names = {v.name.split("+")[0] for v in tts.FLITE + tts.FESTIVAL + tts.espeak_voices()}
+    assert not names & tts.RESERVED_VOICES
+    assert len({v.group for v in tts.espeak_voices()}) == len(tts.espeak_voices())

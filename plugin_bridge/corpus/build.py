@@ -28,7 +28,8 @@ DEFAULT_SCRATCH = Path("/work/scratch")
 # environmental + real-speech packages, in priority order (earlier wins when duplicates are found)
 REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", "minetest-data",
                  "tuxpaint-stamps-default", "wesnoth-1.16-data", "openarena-data", "lincity-ng-data",
-                 "warzone2100-data", "torcs-data"]
+                 "warzone2100-data", "torcs-data", "supertux-data", "warmux-data", "wordwarvi-sound",
+                 "freeciv-data"]
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
 TTS_MINUTES_PER_VOICE = {"flite": 8.0, "festival": 6.0, "espeak-ng": 1.2}
@@ -307,14 +308,16 @@ def _concat_pool(out, writer, pkg, version, label, split, gender, language, pool
 
 
 # ----------------------------------------------------------------------------- generated families
-def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str | None) -> str:
+def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str | None,
+                     msg_font: str | None = None, msg_minutes: float = 10.0) -> str:
     from . import render
     m21 = None
     if m21_path and os.path.exists(m21_path):
         with open(m21_path) as f:
             m21 = [(k, [tuple(n) for n in v]) for k, v in json.load(f)]
     for lab in labels:
-        render.render_label(Path(out), Path(out) / "parts", lab, minutes, m21_material=m21, log=log)
+        render.render_label(Path(out), Path(out) / "parts", lab, minutes, m21_material=m21, log=log,
+                            msg_font=msg_font, msg_minutes=msg_minutes)
     return f"instruments {labels}"
 
 
@@ -361,10 +364,18 @@ def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: f
     if "instruments" in families:
         labels = list(render.INSTRUMENT_LABELS)
         mins = min(inst_minutes, max_minutes) if max_minutes else inst_minutes
+        if not m21_path.exists():
+            try:
+                log("extracting music21 note material (Palestrina, essenFolksong)")
+                render.build_m21_cache(m21_path)
+            except Exception as exc:
+                log(f"music21 material unavailable: {exc}")
+        msg_font = render.ensure_musescore(scratch, log=log)
+        msg_minutes = render.MSG_MINUTES * (mins / inst_minutes)
         chunks = [labels[i::max(1, jobs)] for i in range(max(1, jobs))]
         for ch in chunks:
             if ch:
-                tasks.append((_run_instruments, (str(out), ch, mins, str(m21_path))))
+                tasks.append((_run_instruments, (str(out), ch, mins, str(m21_path), msg_font, msg_minutes)))
     if "speech" in families:
         ensure_text_packages(scratch)
         groups = [v.group for v in tts.all_voices()]

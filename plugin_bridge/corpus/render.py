@@ -18,6 +18,11 @@ from .common import SR, ClipMeta, PartWriter, cut_pieces, manifest_row, resample
 
 FLUIDR3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FLUIDR3_PACKAGE = ("fluid-soundfont-gm", "MIT")
+# MuseScore General (train only; ~190 of its presets are FluidR3Mono, the rest is new: AKAI piano (PD),
+# VSCO strings (CC0), PD trumpet, S. C. Collins synths) — a second timbre family for robustness.
+MUSESCORE_PACKAGE = ("musescore-general-soundfont", "MIT (parts PD or CC0)")
+MUSESCORE_SF3 = "usr/share/sounds/sf3/MuseScore_General_Full.sf3"
+MSG_MINUTES = 10.0
 RENDER_SR = 32000
 
 SCALES = {
@@ -417,6 +422,7 @@ class Renderer:
     def __init__(self, sf2: str = FLUIDR3, sr: int = RENDER_SR):
         import fluidsynth
         self.sr = sr
+        self.font = sf2
         self.fs = fluidsynth.Synth(samplerate=float(sr), gain=0.3)
         self.sfid = self.fs.sfload(sf2)
         if self.sfid < 0:
@@ -459,7 +465,7 @@ M21_SHARE = 0.25   # share of a melodic label's minutes rendered from music21 pa
 
 
 def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, seed: int = 1234,
-                 m21_material=None, log=print) -> float:
+                 m21_material=None, log=print, msg_font: str | None = None, msg_minutes: float = MSG_MINUTES) -> float:
     """Render clips for one instrument label until ``minutes`` of audio exist (resumable).
 
     Two deterministic unit series: ``label:gen:NNNNN`` (generated material, 75 %) and ``label:m21:NNNNN``
@@ -467,17 +473,27 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
     """
     spec = INSTRUMENT_LABELS[label]
     writer = PartWriter(parts_dir / f"instruments-{label}.jsonl")
-    pkg, lic = FLUIDR3_PACKAGE
-    version = fluidr3_version()
     drums = label == "drums"
     melodic = any(s in ("melody", "slow_melody") for s in spec.styles)
     share = M21_SHARE if melodic else 0.0
     renderer = None
     total = 0.0
-    for series, budget in (("gen", minutes * (1 - share)), ("m21", minutes * share)):
+    series_list = [("gen", minutes * (1 - share)), ("m21", minutes * share)]
+    if msg_font:
+        series_list.append(("msg", msg_minutes))
+    for series, budget in series_list:
         if series == "m21" and budget > 0 and not m21_material:
             log(f"instruments/{label}: no music21 material available, m21 series skipped")
             continue
+        font_name = "MuseScoreGeneral" if series == "msg" else "FluidR3"
+        if series == "msg":
+            pkg, lic = MUSESCORE_PACKAGE
+            version = _deb_or_dpkg_version(pkg, Path(msg_font))
+        else:
+            pkg, lic = FLUIDR3_PACKAGE
+            version = fluidr3_version()
+        if renderer is not None and renderer.font != (msg_font if series == "msg" else FLUIDR3):
+            renderer = None
         have = sum(r["duration"] for u, rows in writer.done.items() if u.startswith(f"{label}:{series}:") for r in rows)
         i = 0
         while have < budget * 60:
@@ -495,7 +511,7 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
                 desc = f"generated drum pattern #{i}, kit {prog} ({DRUM_KITS[prog]}) on channel 10"
             else:
                 _, lo, hi = PROGRAMS[prog]
-                if series == "m21":
+                if series == "m21" or (series == "msg" and m21_material and i % 4 == 3 and melodic):
                     mid, part = m21_material[int(rng.integers(len(m21_material)))]
                     mat_id = mid
                     notes = material_from_part(part, rng, lo, hi, dur)
@@ -508,9 +524,11 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
             rows = []
             if notes:
                 if renderer is None:
-                    renderer = Renderer()
+                    renderer = Renderer(msg_font if series == "msg" else FLUIDR3)
                 y = trim_silence(renderer.render(notes, prog, drums, rng))
-                group = f"FluidR3:{'kit' if drums else 'prog'}{prog}:{mat_id}"
+                group = f"{font_name}:{'kit' if drums else 'prog'}{prog}:{mat_id}"
+                if series == "msg":
+                    desc = desc + " [MuseScore_General_Full.sf3]"
                 meta = ClipMeta("instruments", label, group, pkg, version, desc, lic, split=split_of(group))
                 for k, piece in enumerate(cut_pieces(y)):
                     cid = f"inst-{label}-{series}-{i:05d}-{k}"
@@ -526,6 +544,44 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
 
 
 _FLUID_VERSION = None
+
+
+def _deb_or_dpkg_version(pkg: str, font: Path) -> str:
+    from .sources import dpkg_version
+    v = dpkg_version(pkg)
+    if v:
+        return v
+    # unpacked from a .deb in <scratch>/x/<pkg>/usr/share/sounds/sf3/...: look for the .deb next to it
+    try:
+        debs = Path(font).parents[6] / "debs"
+        for f in sorted(debs.glob(f"{pkg}_*.deb")):
+            return f.name.split("_")[1].replace("%3a", ":")
+    except IndexError:
+        pass
+    return "unknown"
+
+
+def ensure_musescore(scratch: Path, log=print) -> str | None:
+    """apt-get download + unpack musescore-general-soundfont into scratch (never installed)."""
+    import subprocess
+    root = Path(scratch) / "x" / MUSESCORE_PACKAGE[0]
+    sf3 = root / MUSESCORE_SF3
+    if sf3.exists():
+        return str(sf3)
+    debs = Path(scratch) / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    try:
+        if not list(debs.glob(f"{MUSESCORE_PACKAGE[0]}_*.deb")):
+            subprocess.run(["apt-get", "download", MUSESCORE_PACKAGE[0]], cwd=debs, capture_output=True, timeout=600)
+        deb = sorted(debs.glob(f"{MUSESCORE_PACKAGE[0]}_*.deb"))
+        if not deb:
+            return None
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg", "-x", str(deb[-1]), str(root)], check=True)
+    except Exception as exc:
+        log(f"MuseScore General unavailable: {exc}")
+        return None
+    return str(sf3) if sf3.exists() else None
 
 
 def fluidr3_version() -> str:
