@@ -30,15 +30,18 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
-def main(session: str | None = None, separator_factory=None, argv: list[str] | None = None,
-         check_recovery: bool = True) -> int:
+def start(session: str | None = None, separator_factory=None, argv: list[str] | None = None,
+          check_recovery: bool = True, ask_hook=None, file_dialog_hook=None):
+    """Create the app and the window, show it, and schedule (right after the first paint) the crash
+    recovery prompt and the opening of ``session``.  Returns ``(app, window)``; ``main`` runs the
+    event loop.  The hooks answer prompts and file dialogs (tests, scripts)."""
     t0 = time.perf_counter()
     app = create_app(argv)
     from PyQt6.QtCore import QTimer
 
     from plugin_bridge.gui.mainwindow import MainWindow
 
-    win = MainWindow(separator_factory=separator_factory)
+    win = MainWindow(separator_factory=separator_factory, ask_hook=ask_hook, file_dialog_hook=file_dialog_hook)
     win.show()
     if os.environ.get("PLUGIN_BRIDGE_STARTUP_TIMING"):
         print(f"window shown after {time.perf_counter() - t0:.3f} s", file=sys.stderr, flush=True)
@@ -49,6 +52,12 @@ def main(session: str | None = None, separator_factory=None, argv: list[str] | N
         if session and not recovered:
             win.open_path(session)
     QTimer.singleShot(0, after_show)
+    return app, win
+
+
+def main(session: str | None = None, separator_factory=None, argv: list[str] | None = None,
+         check_recovery: bool = True) -> int:
+    app, _win = start(session, separator_factory, argv, check_recovery)
     return app.exec()
 
 

@@ -42,8 +42,9 @@ def step_title(step: dict) -> str:
 
 
 class ChainEditor(QDialog):
-    def __init__(self, chain: list[dict], title: str = "Plugin chain", parent=None):
+    def __init__(self, chain: list[dict], title: str = "Plugin chain", parent=None, sample_rate: int | None = None):
         super().__init__(parent)
+        self.sample_rate = sample_rate
         self.setWindowTitle(title)
         self.setMinimumSize(620, 420)
         self.chain = copy.deepcopy(chain or [])
@@ -57,17 +58,20 @@ class ChainEditor(QDialog):
         self.kind = QComboBox()
         for k in builtins():
             self.kind.addItem(LABELS.get(k, k), k)
-        b_add = QPushButton("Add")
-        b_add.clicked.connect(self.add_builtin)
-        b_vst = QPushButton("Add VST3...")
+        self.kind.setObjectName("stepKind")
+        b_add = self.add_btn = QPushButton("Add")
+        b_add.setObjectName("addStep")
+        b_add.clicked.connect(lambda: self.add_builtin())
+        b_vst = self.add_vst3_btn = QPushButton("Add VST3...")
         b_vst.clicked.connect(self.add_vst3_dialog)
         add.addWidget(self.kind, 1)
         add.addWidget(b_add)
         add.addWidget(b_vst)
         left.addLayout(add)
         mv = QHBoxLayout()
+        self.buttons = {}
         for text, fn in (("Up", lambda: self.move(-1)), ("Down", lambda: self.move(1)), ("Remove", self.remove)):
-            b = QPushButton(text)
+            b = self.buttons[text] = QPushButton(text)
             b.clicked.connect(fn)
             mv.addWidget(b)
         left.addLayout(mv)
@@ -80,12 +84,15 @@ class ChainEditor(QDialog):
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #ff8080")
         right.addWidget(self.error)
-        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        bb = self.button_box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                                | QDialogButtonBox.StandardButton.Cancel)
         bb.accepted.connect(self._accept)
         bb.rejected.connect(self.reject)
         right.addWidget(bb)
         lay.addLayout(right, 1)
         self._refresh_list()
+        if self.chain:
+            self.check()   # a chain from a hand-edited session or preset may be out of range: say so now
 
     # -- list -------------------------------------------------------------------------------------
     def _refresh_list(self, select: int | None = None):
@@ -110,8 +117,12 @@ class ChainEditor(QDialog):
         self._refresh_list()
 
     def add_vst3_dialog(self):
-        p = QFileDialog.getExistingDirectory(self, "Choose a .vst3 bundle", "/usr/lib/vst3" if os.path.isdir(
-            "/usr/lib/vst3") else os.path.expanduser("~"))
+        start = "/usr/lib/vst3" if os.path.isdir("/usr/lib/vst3") else os.path.expanduser("~")
+        hook = getattr(self.parent(), "file_dialog_hook", None)
+        if hook is not None:
+            p = hook("dir", "Choose a .vst3 bundle", start, "") or ""
+        else:
+            p = QFileDialog.getExistingDirectory(self, "Choose a .vst3 bundle", start)
         if p:
             self.add_vst3(p)
 
@@ -177,12 +188,27 @@ class ChainEditor(QDialog):
         self.chain[i].setdefault("params", {})[key] = float(value)
         self.list.item(i).setText(step_title(self.chain[i]))
 
-    def _accept(self):
+    def check(self) -> str:
+        """Validate the chain (and its filter frequencies against the stem's sample rate); the
+        problem, if any, is shown under the parameters and returned ("" when the chain is fine)."""
         try:
             from plugin_bridge.plugins.chain import validate_chain
 
-            validate_chain(self.chain)
-        except Exception as exc:
-            self.error.setText(str(exc))
+            steps = validate_chain(self.chain)
+            if self.sample_rate:
+                for i, st in enumerate(steps):
+                    hz = st["params"].get("cutoff_frequency_hz") if st["type"] != "vst3" else None
+                    if hz is not None and hz >= self.sample_rate / 2:
+                        raise ValueError(f"step {i + 1} ({LABELS.get(st['type'], st['type'])}): cut-off {hz:g} Hz "
+                                         f"must be below half the stem's sample rate ({self.sample_rate / 2:g} Hz)")
+        except Exception as exc:  # noqa: BLE001  ChainError names the field; shown, never raised
+            msg = str(exc)
+            self.error.setText(msg)
+            return msg
+        self.error.setText("")
+        return ""
+
+    def _accept(self):
+        if self.check():
             return
         self.accept()

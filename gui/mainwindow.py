@@ -77,7 +77,12 @@ class MainWindow(QMainWindow):
     _overviewReady = pyqtSignal(str)
     _workDone = pyqtSignal(object)
 
-    def __init__(self, separator_factory=None, app_settings: AppSettings | None = None, audio: bool = True):
+    def __init__(self, separator_factory=None, app_settings: AppSettings | None = None, audio: bool = True,
+                 ask_hook=None, file_dialog_hook=None):
+        """``ask_hook(title, text, buttons) -> button`` answers questions (unsaved changes, crash
+        recovery) instead of a modal box; ``file_dialog_hook(mode, title, start, filter) -> path``
+        (mode "open" | "save" | "dir"; "" = cancelled) replaces the file dialogs.  Both exist so that
+        scripts and tests drive the window without blocking modals."""
         super().__init__()
         self.setWindowTitle("plugin-bridge")
         self.resize(1400, 860)
@@ -97,7 +102,10 @@ class MainWindow(QMainWindow):
         self.last_error: str | None = None
         self.last_drag_mime = None
         self.last_drag_result = None
-        self.ask_hook = None        # tests: callable(title, text, buttons) -> button
+        self.ask_hook = ask_hook
+        self.file_dialog_hook = file_dialog_hook
+        self.active_dialog = None   # the settings / chain dialog currently open (non-blocking)
+        self._chain_busy = 0        # plugin-chain renders in flight
         self._job_eta: dict[str, tuple] = {}
         self._lane_sig = None
         self._mix_sig = None
@@ -116,6 +124,10 @@ class MainWindow(QMainWindow):
         self._autosave_timer.setInterval(5000)
         self._autosave_timer.timeout.connect(lambda: self.autosaver and self.autosaver.tick())
         self._autosave_timer.start()
+        # while overviews are computed in the background, the lanes show "reading audio... N %"
+        self._overview_timer = QTimer(self)
+        self._overview_timer.setInterval(200)
+        self._overview_timer.timeout.connect(self._overview_progress_tick)
         self.refresh()
 
     # ------------------------------------------------------------------------------------------------
@@ -271,20 +283,50 @@ class MainWindow(QMainWindow):
         box.open()
 
     def ask(self, title: str, text: str, buttons, default=None):
+        """A question to the user.  With no hook on a screenless platform (offscreen tests, scripts)
+        nothing can answer a modal box, so it returns NoButton ("no answer"): callers then keep
+        everything as it is (nothing is deleted or discarded)."""
         if self.ask_hook is not None:
             return self.ask_hook(title, text, buttons)
+        if QApplication.platformName() in ("offscreen", "minimal"):
+            log.warning("no one to answer %r on the %s platform; keeping everything as it is", title,
+                        QApplication.platformName())
+            return QMessageBox.StandardButton.NoButton
         return QMessageBox.question(self, title, text, buttons, default or QMessageBox.StandardButton.NoButton)
+
+    def ask_path(self, mode: str, title: str, start: str, filt: str = "") -> str:
+        """A file or folder from the user ("" when cancelled); ``file_dialog_hook`` answers in tests."""
+        if self.file_dialog_hook is not None:
+            return self.file_dialog_hook(mode, title, start, filt) or ""
+        if mode == "dir":
+            return QFileDialog.getExistingDirectory(self, title, start)
+        fn = QFileDialog.getOpenFileName if mode == "open" else QFileDialog.getSaveFileName
+        p, _ = fn(self, title, start, filt)
+        return p
+
+    def _show_dialog(self, dlg, on_accept):
+        """Open ``dlg`` window-modal without blocking the event loop; ``on_accept()`` runs on OK."""
+        if self.active_dialog is not None:
+            try:
+                self.active_dialog.close()
+            except RuntimeError:
+                pass
+        self.active_dialog = dlg
+        dlg.accepted.connect(on_accept)
+        dlg.finished.connect(lambda _r: setattr(self, "active_dialog", None) if self.active_dialog is dlg else None)
+        dlg.open()
+        return dlg
 
     # ------------------------------------------------------------------------------------------------
     # session lifecycle
     # ------------------------------------------------------------------------------------------------
     def open_dialog(self):
-        p, _ = QFileDialog.getOpenFileName(self, "Open", self._start_dir(), OPEN_FILTER)
+        p = self.ask_path("open", "Open", self._start_dir(), OPEN_FILTER)
         if p:
             self.open_path(p)
 
     def open_folder_dialog(self):
-        p = QFileDialog.getExistingDirectory(self, "Open a folder of audio files", self._start_dir())
+        p = self.ask_path("dir", "Open a folder of audio files", self._start_dir())
         if p:
             self.open_path(p)
 
@@ -307,8 +349,10 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001 - every failure is shown, none crashes the app
             self.show_error(f"Cannot open {os.path.basename(path.rstrip(os.sep)) or path}:\n{_pretty(exc)}")
             return False
-        if not s.path:
+        if not s.path:  # made from audio (or an imported project): the user's render defaults apply
             s.path = self._default_session_path(path, s)
+            for k, v in self.app_settings.render.items():
+                s.settings.setdefault(k, v)
         history = None
         for rec in find_recoverable():
             if rec.session_path and os.path.abspath(rec.session_path) == os.path.abspath(s.path):
@@ -321,6 +365,11 @@ class MainWindow(QMainWindow):
                         s, history = recover(rec)
                     except Exception as exc:  # noqa: BLE001
                         self.show_error(f"The autosave could not be read: {_pretty(exc)}")
+                elif ans == QMessageBox.StandardButton.No:
+                    try:
+                        os.unlink(rec.autosave_path)
+                    except OSError:
+                        pass
                 break
         self.set_session(s, history)
         self.app_settings.add_recent(path if not os.path.isdir(path) else path)
@@ -380,7 +429,9 @@ class MainWindow(QMainWindow):
             self._unsub()
             self._unsub = None
         if self.autosaver is not None:
-            self.autosaver.close(keep=bool(self.history and self.history.dirty))
+            # reached only after maybe_save: saved (no autosave left) or the user chose Discard.  A crash
+            # never gets here, so its autosave survives for the recovery prompt.
+            self.autosaver.close(keep=False)
             self.autosaver = None
 
     def _session_length(self) -> int:
@@ -419,8 +470,8 @@ class MainWindow(QMainWindow):
         if not self.history:
             return False
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save session as", self.session.path or self._start_dir(),
-                                                  f"Sessions (*{SESSION_SUFFIX})")
+            path = self.ask_path("save", "Save session as", self.session.path or self._start_dir(),
+                                 f"Sessions (*{SESSION_SUFFIX})")
             if not path:
                 return False
         if not path.endswith(SESSION_SUFFIX):
@@ -436,27 +487,41 @@ class MainWindow(QMainWindow):
         return True
 
     def export(self, kind: str, path: str | None = None) -> str | None:
+        """File > Export DAWproject / Reaper RPP: the session (sources and stems at their timeline
+        positions) for another DAW.  Returns the written path, None when cancelled or failed."""
         if self.session is None:
+            self.show_error("Open a session first, then export it.")
             return None
         mod = {"dawproject": "plugin_bridge.session.dawproject", "rpp": "plugin_bridge.session.rpp"}[kind]
         ext = {"dawproject": ".dawproject", "rpp": ".RPP"}[kind]
+        what = {"dawproject": "DAWproject", "rpp": "Reaper project"}[kind]
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError:
-            self.show_error(f"{kind} export is not available in this installation.")
+            self.show_error(f"{what} export is not available in this installation.")
             return None
         if path is None:
-            base = os.path.splitext(self.session.path or self.session.name)[0].replace(".pbsession", "")
-            path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", base + ext, f"*{ext}")
+            s = self.session
+            if s.path:
+                base = os.path.basename(s.path)
+                base = base[:-len(SESSION_SUFFIX)] if base.endswith(SESSION_SUFFIX) else os.path.splitext(base)[0]
+                base = os.path.join(os.path.dirname(s.path), base)
+            else:
+                base = os.path.join(self._start_dir(), s.name)
+            filt = f"{what} (*.dawproject)" if kind == "dawproject" else f"{what} (*.rpp *.RPP)"
+            path = self.ask_path("save", f"Export {what}", base + ext, filt)
             if not path:
                 return None
+        if not path.lower().endswith(ext.lower()):
+            path += ext
         try:
             out = m.save(self.session, path)
         except Exception as exc:  # noqa: BLE001
             self.show_error(f"Export failed: {_pretty(exc)}")
             return None
-        self.statusBar().showMessage(f"Exported {out or path}", 8000)
-        return out or path
+        out = out or os.path.abspath(path)
+        self.statusBar().showMessage(f"Exported {out}", 8000)
+        return out
 
     def _update_recent_menu(self):
         self.recent_menu.clear()
@@ -475,11 +540,13 @@ class MainWindow(QMainWindow):
                        f"plugin-bridge closed before '{rec.name or 'a session'}' was saved "
                        f"(autosaved {rec.saved_at}).\n\nRecover it?",
                        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
-        if ans != QMessageBox.StandardButton.Yes:
+        if ans == QMessageBox.StandardButton.No:   # declined: the saved state stays; the autosave goes
             try:
                 os.unlink(rec.autosave_path)
             except OSError:
                 pass
+            return False
+        if ans != QMessageBox.StandardButton.Yes:  # no answer: keep the autosave for the next start
             return False
         try:
             s, h = recover(rec)
@@ -538,6 +605,13 @@ class MainWindow(QMainWindow):
     def _on_session_changed(self, change):
         if change is not None and getattr(change, "kind", "") == "render" and change.action in ("undo", "redo"):
             self.statusBar().showMessage(f"{change.action.title()}: {change.label}", 4000)
+        if (change is not None and change.action in ("undo", "redo") and self.session is not None
+                and self._current_region() is None):
+            # undoing a region's deletion (or redoing its creation) selects it again, as a DAW does
+            ids = {r.id for r in self.session.regions}
+            back = [i for i in change.ids if i in ids]
+            if back:
+                self.current_region_id = back[0]
         self.refresh()
 
     def refresh_title(self):
@@ -565,6 +639,8 @@ class MainWindow(QMainWindow):
             self.timeline.rebuild(tracks)
             for t in tracks:
                 self.overviews.request(t.path, lambda p, ov, err: self._overviewReady.emit(p))
+            if tracks and not self._overview_timer.isActive():
+                self._overview_timer.start()
             self.stem_list.fill(s)
             if s:
                 self.axis.set_length(self._session_length())
@@ -623,6 +699,13 @@ class MainWindow(QMainWindow):
         for row in self.timeline.rows.values():
             if os.path.abspath(row.track.path) == path:
                 row.view.update()
+
+    def _overview_progress_tick(self):
+        pending = [row for row in self.timeline.rows.values() if self.overviews.progress(row.track.path) is not None]
+        for row in pending:
+            row.view.update()
+        if not pending:
+            self._overview_timer.stop()
 
     def overview(self, path: str):
         return self.overviews.get(path)
@@ -717,7 +800,7 @@ class MainWindow(QMainWindow):
             m.addSeparator()
             m.addAction("Plugin chain...", lambda: self.edit_chain(track_id))
             a = m.addAction("Re-render with chain", lambda: self.rerender_chain(track_id))
-            a.setEnabled(bool(t.chain) and ok)
+            a.setEnabled(ok and (bool(t.chain) or t.extra.get("raw_path", t.path) != t.path))
             m.addSeparator()
             m.addAction("Remove stem", lambda: self.remove_stem_track(track_id))
         else:
@@ -746,37 +829,59 @@ class MainWindow(QMainWindow):
 
     # plugin chain
     def edit_chain(self, track_id: str):
+        """Open the chain editor of a stem lane (non-blocking); OK stores the chain in the session as
+        one undo step.  Use "Re-render with chain" to hear it."""
         from plugin_bridge.gui.chain_editor import ChainEditor
 
         t = self.session.track(track_id)
-        dlg = ChainEditor(t.chain, f"Plugin chain — {t.name}", self)
-        if dlg.exec():
-            self._edit(lambda: self.history.set_chain(track_id, dlg.chain))
+        rate = t.sample_rate or self.session.sample_rate
+        dlg = ChainEditor(t.chain, f"Plugin chain — {t.name}", self, sample_rate=rate)
 
-    def rerender_chain(self, track_id: str, wait: bool = False):
+        def accepted():
+            if dlg.chain != (self.session.track(track_id).chain or []):
+                self._edit(lambda: self.history.set_chain(track_id, dlg.chain))
+        return self._show_dialog(dlg, accepted)
+
+    def rerender_chain(self, track_id: str, wait: bool = False) -> str | None:
         """Run the track's chain over its unprocessed stem in a worker thread; the processed file
-        replaces the lane's audio as one undo step (the unprocessed file stays on disk)."""
+        replaces the lane's audio as one undo step (the unprocessed file stays on disk, so undo and a
+        later re-render with another chain start from it).  An empty chain goes back to the
+        unprocessed file.  Failures (bad parameter, crashing plugin) are a message; nothing changes."""
         t = self.session.track(track_id)
         raw = t.extra.get("raw_path") or t.path
-        chain = copy.deepcopy(t.chain)
+        chain = copy.deepcopy(t.chain or [])
+        if not chain:
+            if raw != t.path:
+                self._edit(lambda: self.history.set_track(track_id, path=raw))
+                self.statusBar().showMessage(f"{t.name}: plugin chain removed", 5000)
+            return raw
+        try:
+            from plugin_bridge.plugins import validate_chain
+
+            validate_chain(chain)
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(f"Plugin chain of {t.name}: {_pretty(exc)}")
+            return None
         base, ext = os.path.splitext(raw)
         k = 1
         while os.path.exists(f"{base}_fx{k}{ext}"):
             k += 1
         out = f"{base}_fx{k}{ext}"
         self.statusBar().showMessage(f"Rendering plugin chain for {t.name}...")
+        self._chain_busy += 1
 
         def work():
             err = None
             try:
                 from pedalboard.io import AudioFile
 
-                from plugin_bridge.plugins import render_chain
                 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet
+                from plugin_bridge.plugins import render_chain
 
                 with AudioFile(raw) as f:
                     rate, x = int(round(f.samplerate)), f.read(f.frames)
                 y = render_chain(chain, x, rate)
+                # keep the stem's format: float WAV keeps any gain above full scale unclipped
                 fmt = "wav32f" if ext.lower() == ".wav" else "flac24"
                 w = StemWriterSet([out], rate, y.shape[0], OutputFormat(fmt))
                 try:
@@ -789,10 +894,15 @@ class MainWindow(QMainWindow):
                 err = exc
 
             def done():
+                self._chain_busy -= 1
                 if err is not None:
                     self.show_error(f"Plugin chain failed for {t.name}: {_pretty(err)}")
                     return
-                extra = dict(t.extra)
+                try:
+                    cur = self.session.track(track_id)
+                except PluginBridgeError:
+                    return  # the lane was removed meanwhile; the file stays on disk
+                extra = dict(cur.extra)
                 extra["raw_path"] = raw
                 self._edit(lambda: self.history.set_track(track_id, path=out, extra=extra))
                 self.statusBar().showMessage(f"{t.name}: plugin chain applied", 5000)
@@ -1022,18 +1132,24 @@ class MainWindow(QMainWindow):
         if self.history and self.history.redo():
             self.statusBar().showMessage(f"Redone", 3000)
 
-    def settings_dialog(self):
-        dlg = SettingsDialog(self.app_settings, self.session.settings if self.session else {},
-                             list_output_devices(), self)
-        if not dlg.exec():
-            return
-        a, sess = dlg.result_values()
-        self.apply_settings(a, sess)
+    def settings_dialog(self) -> SettingsDialog:
+        """Edit > Settings (Ctrl+,): opens without blocking; OK applies and saves (see ``apply_settings``)."""
+        cur = dict(self.app_settings.render)
+        if self.session is not None:
+            cur.update(self.session.settings)
+        dlg = SettingsDialog(self.app_settings, cur, list_output_devices(), self)
+        return self._show_dialog(dlg, lambda: self.apply_settings(*dlg.result_values()))
 
     def apply_settings(self, a: AppSettings, sess: dict | None):
+        """Machine settings are saved to the settings file at once; render settings go into the open
+        session (one undo step) and become the defaults for sessions opened later."""
         model_changed = a.model_spec() != self.app_settings.model_spec()
+        audio_changed = a.audio_device != self.app_settings.audio_device
+        if sess:
+            a.render = AppSettings._clean_render({**a.render, **sess})
         self.app_settings = a
-        a.save()
+        if not a.save():
+            self.statusBar().showMessage(f"Settings apply now but could not be saved to {a.path()}", 8000)
         if model_changed:
             self._separators.clear()
         if self.jobs is not None:
@@ -1043,7 +1159,8 @@ class MainWindow(QMainWindow):
             changes = {k: v for k, v in sess.items() if cur.get(k) != v}
             if changes:
                 self._edit(lambda: self.history.set_settings(**changes))
-        self._make_player()
+        if audio_changed:
+            self._make_player()
 
     # ------------------------------------------------------------------------------------------------
     # transport

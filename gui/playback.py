@@ -29,7 +29,7 @@ __all__ = ["LaneSpec", "ArraySource", "StreamSource", "PlaybackEngine", "Playbac
 from plugin_bridge.errors import PluginBridgeError
 
 MONITOR_MODES = ("mix", "original", "stems", "residual")
-PRELOAD_MAX_FRAMES = 48000 * 60 * 10      # per source: files up to ~10 min are held in memory
+PRELOAD_MAX_SECONDS = 60 * 10            # per source: files up to 10 min are held in memory
 PRELOAD_BUDGET_BYTES = 1 << 30            # all pre-loaded sources together
 RING_SECONDS = 2.0
 HEAD_SECONDS = 1.0
@@ -315,7 +315,6 @@ class PlaybackEngine:
         self._feeder = threading.Thread(target=self._feed_loop, name="playback-feeder", daemon=True)
         self._feeder.start()
         self._loader_lock = threading.Lock()
-        self._preloaded_bytes = 0
         self.errors: list[str] = []
 
     # -- lanes -----------------------------------------------------------------------------------
@@ -336,7 +335,7 @@ class PlaybackEngine:
                 self.errors.append(f"{l.path}: {exc}")
                 continue
             new_sources[l.id] = s
-            if preload and s.frames <= PRELOAD_MAX_FRAMES:
+            if preload and s.frames <= PRELOAD_MAX_SECONDS * self.rate:
                 to_load.append(l)
         for lid, src in self._sources.items():
             if lid not in new_sources and isinstance(src, StreamSource):
@@ -366,7 +365,8 @@ class PlaybackEngine:
                 if need is None or not need.streamed:
                     continue
                 nbytes = need.frames * self.channels * 4
-                if self._preloaded_bytes + nbytes > PRELOAD_BUDGET_BYTES:
+                held = sum(s.data.nbytes for s in list(self._sources.values()) if isinstance(s, ArraySource))
+                if held + nbytes > PRELOAD_BUDGET_BYTES:
                     continue
                 try:
                     data = load_array(l.path, self.rate, self.channels)
@@ -376,7 +376,6 @@ class PlaybackEngine:
                 cur = self._sources.get(l.id)
                 if cur is need:
                     self._sources[l.id] = ArraySource(data, cur.offset)
-                    self._preloaded_bytes += nbytes
                     self._rebuild_plan()
                     cur.close()
 

@@ -1,9 +1,16 @@
-"""Application settings (machine-level: device, backend, model, audio output, recent files) and the
-Settings dialog.  Session-level render settings (chunk, overlap, format, naming) live in the session
-(``History.set_settings``) so they travel with it; the dialog edits both."""
+"""Application settings (machine-level: device, backend, model, audio output, recent files, and the
+render defaults for new sessions) and the Settings dialog.
+
+Session-level render settings (chunk, overlap, format and bit depth, naming) live in the session
+(``History.set_settings``, undoable) so they travel with it; the dialog edits both, and what it sets
+for the session also becomes the default of sessions opened later (``AppSettings.render``).
+
+Stored as JSON in ``<user data dir>/gui_settings.json`` (``$PLUGIN_BRIDGE_DATA`` overrides the folder),
+written atomically."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -15,9 +22,22 @@ from PyQt6.QtWidgets import (
 from plugin_bridge.session.history import data_dir
 from plugin_bridge.session.model import DEFAULT_SETTINGS, atomic_write_text
 
+log = logging.getLogger(__name__)
+
 FORMATS = [("wav24", "WAV 24-bit"), ("wav16", "WAV 16-bit"), ("wav32f", "WAV 32-bit float"),
            ("flac24", "FLAC 24-bit"), ("flac16", "FLAC 16-bit")]
+CONTAINERS = [("wav", "WAV"), ("flac", "FLAC")]
+DEPTHS = [("16", "16-bit"), ("24", "24-bit"), ("32f", "32-bit float")]
+RENDER_KEYS = ("chunk_seconds", "overlap", "format", "name_template")
 MAX_RECENT = 10
+
+
+def split_format(fmt: str) -> tuple[str, str]:
+    """'flac24' -> ('flac', '24'); unknown -> the default ('wav', '24')."""
+    for c, _ in CONTAINERS:
+        if fmt.startswith(c) and fmt[len(c):] in {d for d, _ in DEPTHS} and fmt in dict(FORMATS):
+            return c, fmt[len(c):]
+    return "wav", "24"
 
 
 @dataclass
@@ -29,6 +49,7 @@ class AppSettings:
     tokenizer: str = ""
     audio_device: str = ""           # "" = system default, else the device name
     recent: list[str] = field(default_factory=list)
+    render: dict = field(default_factory=dict)   # defaults for new sessions: chunk, overlap, format, names
 
     @staticmethod
     def path() -> str:
@@ -45,16 +66,51 @@ class AppSettings:
                 s.device = "auto"
             if s.backend not in ("torch", "onnx"):
                 s.backend = "torch"
-            s.recent = [r for r in s.recent if isinstance(r, str)][:MAX_RECENT]
+            if s.model not in ("embedded", "checkpoint"):
+                s.model = "embedded"
+            for k in ("checkpoint", "tokenizer", "audio_device"):
+                if not isinstance(getattr(s, k), str):
+                    setattr(s, k, "")
+            s.recent = [r for r in s.recent if isinstance(r, str)][:MAX_RECENT] if isinstance(s.recent, list) else []
+            s.render = cls._clean_render(s.render)
             return s
-        except (OSError, ValueError, TypeError):
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable settings file %s: %s", cls.path(), exc)
             return cls()
 
-    def save(self) -> None:
+    @staticmethod
+    def _clean_render(r) -> dict:
+        """Keep only well-formed render defaults (a hand-edited file never breaks a render)."""
+        if not isinstance(r, dict):
+            return {}
+        out = {}
+        v = r.get("chunk_seconds")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.25 <= v <= 600:
+            out["chunk_seconds"] = float(v)
+        v = r.get("overlap")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.75:
+            out["overlap"] = float(v)
+        if r.get("format") in dict(FORMATS):
+            out["format"] = r["format"]
+        v = r.get("name_template")
+        if isinstance(v, str) and v.strip():
+            try:
+                from plugin_bridge.session.presets import check_name_template
+
+                out["name_template"] = check_name_template(v)
+            except Exception:  # noqa: BLE001
+                pass
+        return out
+
+    def save(self) -> bool:
         try:
             atomic_write_text(self.path(), json.dumps(asdict(self), indent=2) + "\n")
-        except Exception:
-            pass  # settings are a convenience; never fail an action because of them
+            return True
+        except Exception as exc:  # noqa: BLE001  settings are a convenience; never fail an action
+            log.warning("could not save settings to %s: %s", self.path(), exc)
+            return False
 
     def add_recent(self, path: str) -> None:
         path = os.path.abspath(path)
@@ -103,7 +159,7 @@ class SettingsDialog(QDialog):
         f.addRow("Model", mrow)
         lay.addWidget(g)
 
-        g2 = QGroupBox("Rendering (saved in this session)")
+        g2 = QGroupBox("Rendering (saved in this session; the default for new sessions)")
         f2 = QFormLayout(g2)
         st = dict(DEFAULT_SETTINGS)
         st.update(session_settings or {})
@@ -118,11 +174,23 @@ class SettingsDialog(QDialog):
         self.overlap.setSuffix(" %")
         self.overlap.setValue(float(st["overlap"]) * 100)
         f2.addRow("Overlap", self.overlap)
+        fmt_row = QWidget()
+        fl = QHBoxLayout(fmt_row)
+        fl.setContentsMargins(0, 0, 0, 0)
         self.format = QComboBox()
-        for v, t in FORMATS:
+        for v, t in CONTAINERS:
             self.format.addItem(t, v)
-        self.format.setCurrentIndex(max(0, self.format.findData(st["format"])))
-        f2.addRow("Output format", self.format)
+        self.depth = QComboBox()
+        for v, t in DEPTHS:
+            self.depth.addItem(t, v)
+        cont, depth = split_format(str(st["format"]))
+        self.format.setCurrentIndex(max(0, self.format.findData(cont)))
+        self.depth.setCurrentIndex(max(0, self.depth.findData(depth)))
+        self.format.currentIndexChanged.connect(self._format_changed)
+        self._format_changed()
+        fl.addWidget(self.format, 1)
+        fl.addWidget(self.depth, 1)
+        f2.addRow("Output format", fmt_row)
         self.template = QLineEdit(st["name_template"])
         self.template.setToolTip("Tokens: {session} {track} {region} {label} {query} {index} {token} {preset}")
         f2.addRow("File names", self.template)
@@ -147,21 +215,37 @@ class SettingsDialog(QDialog):
         bb.rejected.connect(self.reject)
         lay.addWidget(bb)
 
+    def _format_changed(self, *_):
+        """FLAC has no float samples: its 32-bit float choice is disabled (24-bit takes its place)."""
+        item = self.depth.model().item(self.depth.findData("32f"))
+        flac = self.format.currentData() == "flac"
+        item.setEnabled(not flac)
+        if flac and self.depth.currentData() == "32f":
+            self.depth.setCurrentIndex(self.depth.findData("24"))
+
+    def output_format(self) -> str:
+        return f"{self.format.currentData()}{self.depth.currentData()}"
+
     def _path_row(self, layout, value: str, title: str, folder: bool) -> QLineEdit:
         row = QHBoxLayout()
         e = QLineEdit(value)
         b = QPushButton("Browse...")
 
         def browse():
-            if folder:
-                p = QFileDialog.getExistingDirectory(self, title, e.text() or os.path.expanduser("~"))
+            start = e.text() or os.path.expanduser("~")
+            filt = "Checkpoints (*.ckpt *.pt *.pth *.safetensors);;All files (*)"
+            hook = getattr(self.parent(), "file_dialog_hook", None)
+            if hook is not None:
+                p = hook("dir" if folder else "open", title, start, "" if folder else filt) or ""
+            elif folder:
+                p = QFileDialog.getExistingDirectory(self, title, start)
             else:
-                p, _ = QFileDialog.getOpenFileName(self, title, e.text() or os.path.expanduser("~"),
-                                                   "Checkpoints (*.ckpt *.pt *.pth *.safetensors);;All files (*)")
+                p, _ = QFileDialog.getOpenFileName(self, title, start, filt)
             if p:
                 e.setText(p)
-                self.custom.setChecked(True) if not folder else None
+                self.custom.setChecked(True)
         b.clicked.connect(browse)
+        e.textEdited.connect(lambda _t: self.custom.setChecked(True))
         row.addWidget(e, 1)
         row.addWidget(b)
         layout.addLayout(row)
@@ -195,6 +279,7 @@ class SettingsDialog(QDialog):
         a.checkpoint = self.ckpt.text().strip()
         a.tokenizer = self.tok.text().strip()
         a.audio_device = self.audio.currentData()
+        a.recent = list(self.app.recent)
         sess = {"chunk_seconds": round(self.chunk.value(), 3), "overlap": round(self.overlap.value() / 100, 4),
-                "format": self.format.currentData(), "name_template": self.template.text()}
+                "format": self.output_format(), "name_template": self.template.text().strip()}
         return a, sess

@@ -148,6 +148,7 @@ class Ruler(QWidget):
         super().__init__(parent)
         self.axis = axis
         self.setFixedHeight(RULER_H)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         axis.changed.connect(self.update)
         axis.playheadMoved.connect(lambda _f: self.update())
@@ -233,6 +234,8 @@ class LaneView(QWidget):
         self.track = track
         self.axis: TimeAxis = window.axis
         self.setMouseTracking(False)
+        # a click on the timeline takes the keyboard focus from a query field, so Space plays again
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumWidth(50)
         self._press: QPoint | None = None
