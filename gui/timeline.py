@@ -335,6 +335,9 @@ class LaneView(QWidget):
         p.end()
 
     def _draw_wave(self, p: QPainter, w: int, h: int, col: QColor):
+        """Three zoom regimes, each O(width) to draw: the overview's min/max envelope when a pixel
+        covers >= BLOCK0/2 frames; below that, a min/max envelope computed from the samples
+        themselves; at <= 2 frames per pixel, a line through the samples (with dots when very close)."""
         t = self.track
         s = self.win.session
         ax = self.axis
@@ -347,42 +350,45 @@ class LaneView(QWidget):
         f1 = (ax.origin + w * ax.fpp - t.offset) * scale
         fpp_file = ax.fpp * scale
         if fpp_file < BLOCK0 / 2:
-            # zoomed in past the overview: draw the samples themselves
+            # zoomed in past the overview: read the visible samples (a few hundred thousand at most)
             a, b = int(math.floor(f0)) - 1, int(math.ceil(f1)) + 2
             key = (t.path, a, b)
             if self._samples_cache is None or self._samples_cache[0] != key:
                 try:
                     x = read_samples(t.path, a, b)
                     frames = t.frames if t.frames is not None else b
-                    y = x.max(axis=0) if x.size else np.zeros(0, np.float32)
-                    y = np.where(np.abs(x.min(axis=0)) > np.abs(y), x.min(axis=0), y) if x.size else y
-                    valid = (np.arange(a, b) >= 0) & (np.arange(a, b) < frames)
-                    self._samples_cache = (key, y, valid)
+                    self._samples_cache = (key, x, frames)
                 except Exception:
-                    self._samples_cache = (key, None, None)
-            _, y, valid = self._samples_cache
-            if y is None or not len(y):
+                    self._samples_cache = (key, None, 0)
+            _, x, frames = self._samples_cache
+            if x is None or not x.size:
                 return
-            xs = (np.arange(a, b) / scale + t.offset - ax.origin) / ax.fpp
-            path = QPainterPath()
-            started = False
-            for xi, yi, ok in zip(xs, y, valid):
-                if not ok:
-                    started = False
-                    continue
-                pt = QPointF(float(xi), float(mid - yi * amp))
-                if started:
-                    path.lineTo(pt)
-                else:
-                    path.moveTo(pt)
-                    started = True
+            if fpp_file > 2:
+                edges = f0 + np.arange(w + 1, dtype=np.float64) * fpp_file
+                starts = np.clip(np.floor(edges[:-1]).astype(np.int64) - a, 0, x.shape[1] - 1)
+                mins = np.minimum.reduceat(x.min(axis=0), starts).astype(np.float32)
+                maxs = np.maximum.reduceat(x.max(axis=0), starts).astype(np.float32)
+                outside = (edges[1:] <= 0) | (edges[:-1] >= frames)
+                mins[outside] = np.nan
+                maxs[outside] = np.nan
+                self._draw_envelope(p, mins, maxs, mid, amp, col)
+                return
+            # one value per sample: the channel with the larger magnitude (keeps the sign)
+            hi, lo = x.max(axis=0), x.min(axis=0)
+            y = np.where(np.abs(lo) > np.abs(hi), lo, hi)
+            n = np.arange(a, b)
+            valid = (n >= 0) & (n < frames)
+            xs = (n / scale + t.offset - ax.origin) / ax.fpp
+            ys = mid - y * amp
             p.setPen(QPen(col, 1.3))
-            p.drawPath(path)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            for run in np.split(np.arange(len(n)), np.nonzero(np.diff(valid.astype(np.int8)))[0] + 1):
+                if len(run) and valid[run[0]]:
+                    p.drawPolyline(QPolygonF([QPointF(float(xs[i]), float(ys[i])) for i in run]))
             if ax.fpp < 1 / 4:  # individual sample dots
                 p.setBrush(col)
-                for xi, yi, ok in zip(xs, y, valid):
-                    if ok:
-                        p.drawEllipse(QPointF(float(xi), float(mid - yi * amp)), 2, 2)
+                for i in np.nonzero(valid)[0]:
+                    p.drawEllipse(QPointF(float(xs[i]), float(ys[i])), 2, 2)
             return
         ov = self.win.overview(t.path)
         if ov is None:
@@ -394,6 +400,11 @@ class LaneView(QWidget):
             p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, msg)
             return
         mins, maxs = ov.envelope(f0, f1, w)
+        self._draw_envelope(p, mins, maxs, mid, amp, col)
+
+    @staticmethod
+    def _draw_envelope(p: QPainter, mins: np.ndarray, maxs: np.ndarray, mid: float, amp: float, col: QColor):
+        """Per-pixel (min, max) columns (NaN = no audio there) as filled polygons, one per run."""
         ok = ~np.isnan(mins)
         if not ok.any():
             return
@@ -403,7 +414,6 @@ class LaneView(QWidget):
         bot = np.maximum(bot, top + 1)
         p.setPen(QPen(col, 1))
         idx = np.nonzero(ok)[0]
-        # draw runs as filled polygons (fast at any width)
         breaks = np.nonzero(np.diff(idx) > 1)[0]
         starts = np.concatenate([[0], breaks + 1])
         ends = np.concatenate([breaks + 1, [len(idx)]])

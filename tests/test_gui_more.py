@@ -224,3 +224,99 @@ def test_keyboard_shortcuts_with_focus_in_the_timeline_and_not_while_typing(tmp_
     assert w.player.playing
     QTest.keyClick(lane, Qt.Key.Key_Space)
     assert not w.player.playing
+
+
+# --------------------------------------------------------------------------------------------------
+# plugin chain editor + re-render
+# --------------------------------------------------------------------------------------------------
+def _menu_action(w, track_id, text):
+    w.lane_context_menu(track_id, QPoint(10, 10))
+    menu = w._last_menu
+    acts = {a.text(): a for a in menu.actions()}
+    menu.close()
+    return acts[text]
+
+
+def test_chain_editor_gain_step_rerenders_the_stem_and_is_undoable(tmp_path, make_window, qtbot):
+    import soundfile as sf
+    from PyQt6.QtWidgets import QDialogButtonBox, QDoubleSpinBox
+
+    from plugin_bridge.gui.chain_editor import ChainEditor
+
+    folder, a, _b = _folder(tmp_path)
+    w = make_window(file_dialog_hook=lambda mode, title, start, filt: str(tmp_path / "Missing.vst3"))
+    w.open_path(folder)
+    s = w.session
+    _render(w, qtbot)
+    stem = next(t for t in s.tracks if t.kind == "stem")
+    raw_path = stem.path
+    raw, rate = sf.read(raw_path, dtype="float64", always_2d=True)
+    assert rate == RATE and raw.shape == (int(1.25 * RATE), 2)
+
+    # lane menu > Plugin chain...: the editor opens without blocking
+    assert not _menu_action(w, stem.id, "Re-render with chain").isEnabled()     # nothing to apply yet
+    _menu_action(w, stem.id, "Plugin chain...").trigger()
+    dlg = w.active_dialog
+    assert isinstance(dlg, ChainEditor) and dlg.isVisible()
+    dlg.kind.setCurrentIndex(dlg.kind.findData("gain"))
+    QTest.mouseClick(dlg.add_btn, Qt.MouseButton.LeftButton)
+    sb = dlg.findChild(QDoubleSpinBox, "param_gain_db")
+    assert sb is not None and sb.value() == 0.0 and sb.minimum() == -96 and sb.maximum() == 48
+    sb.selectAll()
+    QTest.keyClicks(sb, "6")
+    assert dlg.list.item(0).text() == "Gain  (gain db 6)"
+    QTest.mouseClick(dlg.button_box.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert not dlg.isVisible() and w.active_dialog is None
+    want = [{"type": "gain", "params": {"gain_db": 6.0}, "enabled": True}]
+    assert s.track(stem.id).chain == want
+    # the chain is one undo step
+    w.act_undo.trigger()
+    assert s.track(stem.id).chain == []
+    w.act_redo.trigger()
+    assert s.track(stem.id).chain == want
+
+    # Re-render with chain: a new file, 6 dB louder than the unprocessed stem, sample for sample
+    act = _menu_action(w, stem.id, "Re-render with chain")
+    assert act.isEnabled()
+    act.trigger()
+    qtbot.waitUntil(lambda: s.track(stem.id).path != raw_path, timeout=10000)
+    fx_path = s.track(stem.id).path
+    assert fx_path == os.path.splitext(raw_path)[0] + "_fx1.wav" and os.path.isfile(raw_path)
+    y, r2 = sf.read(fx_path, dtype="float64", always_2d=True)
+    assert r2 == RATE and y.shape == raw.shape
+    g = 10 ** (6 / 20)
+    assert np.max(np.abs(y - g * raw)) < 1e-6
+    assert 20 * np.log10(np.sqrt(np.mean(y ** 2)) / np.sqrt(np.mean(raw ** 2))) == pytest.approx(6.0, abs=1e-4)
+    # undo puts the unprocessed stem back on the lane (the processed file stays for redo)
+    w.act_undo.trigger()
+    assert s.track(stem.id).path == raw_path and os.path.isfile(fx_path)
+    w.act_redo.trigger()
+    assert s.track(stem.id).path == fx_path and s.track(stem.id).extra["raw_path"] == raw_path
+
+    # invalid parameters: a readable message in the editor, which stays open; the session keeps its chain
+    _menu_action(w, stem.id, "Plugin chain...").trigger()
+    dlg = w.active_dialog
+    assert dlg.list.count() == 1 and dlg.error.text() == ""
+    dlg.kind.setCurrentIndex(dlg.kind.findData("highpass"))
+    QTest.mouseClick(dlg.add_btn, Qt.MouseButton.LeftButton)
+    dlg.findChild(QDoubleSpinBox, "param_cutoff_frequency_hz").setValue(24000)
+    QTest.mouseClick(dlg.button_box.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert dlg.isVisible()
+    assert "must be below half the stem's sample rate (24000 Hz)" in dlg.error.text()
+    dlg.findChild(QDoubleSpinBox, "param_cutoff_frequency_hz").setValue(80)
+    QTest.mouseClick(dlg.add_vst3_btn, Qt.MouseButton.LeftButton)     # the file dialog answers a missing bundle
+    QTest.mouseClick(dlg.button_box.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert dlg.isVisible() and "plugin not found" in dlg.error.text() and "Missing.vst3" in dlg.error.text()
+    QTest.mouseClick(dlg.button_box.button(QDialogButtonBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    assert not dlg.isVisible() and s.track(stem.id).chain == want
+
+    # a chain that only fails at render time (written by hand into the session): a message, nothing changes
+    w.history.set_chain(stem.id, [{"type": "lowpass", "params": {"cutoff_frequency_hz": 24000.0}}])
+    w.last_error = None
+    w.rerender_chain(stem.id, wait=True)
+    qtbot.waitUntil(lambda: w.last_error is not None, timeout=5000)
+    assert "Plugin chain failed" in w.last_error and "below half the sample rate" in w.last_error
+    assert "Traceback" not in w.last_error
+    assert s.track(stem.id).path == fx_path
+    assert not os.path.exists(os.path.splitext(raw_path)[0] + "_fx2.wav")
+    assert sorted(n for n in os.listdir(os.path.dirname(raw_path)) if n.startswith(".")) == []
