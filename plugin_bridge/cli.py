@@ -21,7 +21,10 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plugin-bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="plugin-bridge",
+        description="Language-queried source separation for audio post-production: type what you want "
+                    "('dialogue', 'birds', 'piano') and get it as its own stem.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in COMMAND_MODULES:
         try:
