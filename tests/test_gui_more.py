@@ -320,3 +320,102 @@ def test_chain_editor_gain_step_rerenders_the_stem_and_is_undoable(tmp_path, mak
     assert s.track(stem.id).path == fx_path
     assert not os.path.exists(os.path.splitext(raw_path)[0] + "_fx2.wav")
     assert sorted(n for n in os.listdir(os.path.dirname(raw_path)) if n.startswith(".")) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------------
+def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, monkeypatch):
+    import json
+
+    import soundfile as sf
+    from PyQt6.QtWidgets import QDialogButtonBox
+
+    import plugin_bridge.gui.mainwindow as mw
+    from plugin_bridge.gui.settings import AppSettings, SettingsDialog
+
+    monkeypatch.setattr(mw, "list_output_devices", lambda: [(0, "Built-in"), (3, "Studio Out")])
+    ckpt = tmp_path / "audiosep.ckpt"
+    ckpt.write_bytes(b"x")
+    tok = tmp_path / "roberta"
+    tok.mkdir()
+    asked = []
+    seps = []
+
+    def factory(backend, device):
+        asked.append((backend, device))
+        seps.append(NumpySeparator())
+        return seps[-1]
+    folder, a, _b = _folder(tmp_path)
+    w = make_window(factory)
+    w.open_path(folder)
+    s = w.session
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=3000)
+    QTest.keyClick(w, Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)     # Edit > Settings (Ctrl+,)
+    dlg = w.active_dialog
+    assert isinstance(dlg, SettingsDialog) and dlg.isVisible()
+    assert (dlg.format.currentData(), dlg.depth.currentData(), dlg.chunk.value()) == ("wav", "24", 10.0)
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    dlg.backend.setCurrentIndex(dlg.backend.findData("onnx"))
+    QTest.keyClicks(dlg.ckpt, str(ckpt))                 # typing a path picks "AudioSep checkpoint"
+    assert dlg.custom.isChecked()
+    QTest.keyClicks(dlg.tok, str(tok))
+    dlg.chunk.setValue(2.5)
+    dlg.overlap.setValue(10)
+    dlg.format.setCurrentIndex(dlg.format.findData("flac"))
+    dlg.depth.setCurrentIndex(dlg.depth.findData("24"))
+    assert not dlg.depth.model().item(dlg.depth.findData("32f")).isEnabled()   # FLAC has no float
+    dlg.audio.setCurrentIndex(dlg.audio.findData("Studio Out"))
+    ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    # a bad naming token: a message, the dialog stays, nothing is applied
+    dlg.template.setText("{track}_{bogus}")
+    QTest.mouseClick(ok, Qt.MouseButton.LeftButton)
+    assert dlg.isVisible() and "{bogus}" in dlg.error.text()
+    assert not os.path.exists(AppSettings.path()) or AppSettings.load().backend == "torch"
+    dlg.template.setText("{track}_{label}")
+    QTest.mouseClick(ok, Qt.MouseButton.LeftButton)
+    assert not dlg.isVisible()
+
+    # saved to the user data dir ($PLUGIN_BRIDGE_DATA in tests), as JSON
+    assert AppSettings.path() == os.path.join(os.environ["PLUGIN_BRIDGE_DATA"], "gui_settings.json")
+    with open(AppSettings.path(), encoding="utf-8") as f:
+        d = json.load(f)
+    assert (d["device"], d["backend"], d["model"], d["checkpoint"], d["tokenizer"], d["audio_device"]) == \
+           ("cpu", "onnx", "checkpoint", str(ckpt), str(tok), "Studio Out")
+    assert d["render"] == {"chunk_seconds": 2.5, "overlap": 0.1, "format": "flac24", "name_template": "{track}_{label}"}
+    assert w.app_settings.model_spec() == (str(ckpt), str(tok))
+    assert w.player.device == 3                                    # the chosen output, by name
+    # the session's render settings changed as one undo step
+    want = {"chunk_seconds": 2.5, "overlap": 0.1, "format": "flac24", "name_template": "{track}_{label}"}
+    assert {k: s.settings[k] for k in want} == want
+    w.act_undo.trigger()
+    assert all(k not in s.settings for k in want)
+    w.act_redo.trigger()
+    assert {k: s.settings[k] for k in want} == want
+
+    # the next job uses them: backend/device to the engine factory, chunk/overlap to SeparationSettings,
+    # FLAC 24-bit files named by the template
+    _render(w, qtbot)
+    assert asked[-1] == ("onnx", "cpu")
+    st = seps[-1].calls[-1]["settings"]
+    assert (st.chunk_seconds, st.overlap) == (2.5, 0.1)
+    stems = [t for t in s.tracks if t.kind != "source"]
+    assert [os.path.basename(t.path) for t in stems] == ["01_dialogue_dialogue.flac", "01_dialogue_Residual.flac"]
+    for t in stems:
+        info = sf.info(t.path)
+        assert (info.format, info.subtype, info.samplerate, info.frames) == ("FLAC", "PCM_24", RATE, int(1.25 * RATE))
+    x, _ = sf.read(stems[0].path, dtype="float64", always_2d=True)
+    assert np.max(np.abs(x.T - a[:, int(0.25 * RATE):int(1.5 * RATE)] / 2)) < 2 ** -22   # 24-bit quantisation
+
+    # a new window (next start of the app) reads them back; a newly opened folder gets the render defaults
+    w2 = make_window(factory)
+    assert (w2.app_settings.device, w2.app_settings.backend, w2.app_settings.audio_device) == ("cpu", "onnx", "Studio Out")
+    folder2, _a2, _b2 = _folder(tmp_path, 1.0, name="other")
+    w2.open_path(folder2)
+    assert {k: w2.session.settings[k] for k in want} == want and not w2.history.dirty
+    w2.settings_dialog()
+    d2 = w2.active_dialog
+    assert (d2.format.currentData(), d2.depth.currentData(), d2.chunk.value(), d2.overlap.value()) == ("flac", "24", 2.5, 10)
+    assert d2.custom.isChecked() and d2.ckpt.text() == str(ckpt)
+    d2.reject()
