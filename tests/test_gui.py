@@ -38,6 +38,13 @@ def _make_session_folder(folder, seconds=3.0):
     return a, b
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data(tmp_path, monkeypatch):
+    """Settings, autosaves and presets of one test never leak into the next (the shared conftest
+    folder is per session)."""
+    monkeypatch.setenv("PLUGIN_BRIDGE_DATA", str(tmp_path / "userdata"))
+
+
 @pytest.fixture
 def make_window(qtbot):
     from plugin_bridge.gui.app import create_app

@@ -71,6 +71,13 @@ def _folder(tmp_path, seconds=2.0, name="proj"):
     return folder, a, b
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data(tmp_path, monkeypatch):
+    """Settings, autosaves and presets of one test never leak into the next (the shared conftest
+    folder is per session)."""
+    monkeypatch.setenv("PLUGIN_BRIDGE_DATA", str(tmp_path / "userdata"))
+
+
 @pytest.fixture
 def make_window(qtbot):
     from plugin_bridge.gui.app import create_app
@@ -419,3 +426,132 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     assert (d2.format.currentData(), d2.depth.currentData(), d2.chunk.value(), d2.overlap.value()) == ("flac", "24", 2.5, 10)
     assert d2.custom.isChecked() and d2.ckpt.text() == str(ckpt)
     d2.reject()
+
+
+# --------------------------------------------------------------------------------------------------
+# File > Export DAWproject / RPP
+# --------------------------------------------------------------------------------------------------
+def test_export_menu_writes_dawproject_and_rpp_that_reimport_with_the_same_tracks(tmp_path, make_window, qtbot):
+    import re
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    answers = []
+    asked = []
+
+    def dialog(mode, title, start, filt):
+        asked.append((mode, title, start, filt))
+        return answers.pop(0)
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window(file_dialog_hook=dialog)
+    w.open_path(folder)
+    s = w.session
+    _render(w, qtbot, track_index=1, a=0.5, b=1.75, queries=("rain", "wind"))
+    assert w.save()
+    expect = [(t.name, t.kind, t.offset, t.frames) for t in s.tracks]
+    assert [e[2] for e in expect] == [0, 0, 24000, 24000, 24000]
+    assert [e[3] for e in expect] == [2 * RATE, 2 * RATE, 60000, 60000, 60000]
+
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    answers[:] = [str(out_dir / "mix"), "", str(out_dir / "mix.rpp")]
+    w.act_export_dawproject.trigger()                               # the extension is added
+    mode, title, start, filt = asked[0]
+    assert mode == "save" and "DAWproject" in title and start == os.path.join(folder, "proj.dawproject")
+    dp = str(out_dir / "mix.dawproject")
+    assert os.path.isfile(dp) and w.statusBar().currentMessage() == f"Exported {dp}"
+    w.act_export_rpp.trigger()                                      # cancelled: nothing written
+    assert sorted(os.listdir(out_dir)) == ["mix.dawproject"]
+    w.act_export_rpp.trigger()
+    rp = str(out_dir / "mix.rpp")
+    assert os.path.isfile(rp)
+
+    # what a DAW reads: one clip per track at the track's position (seconds), and RPP item positions
+    with zipfile.ZipFile(dp) as z:
+        root = ET.fromstring(z.read("project.xml"))
+    clips = [(float(c.get("time")), float(c.get("duration"))) for c in root.iter("Clip")]
+    assert [(round(t * RATE), round(d * RATE)) for t, d in clips] == [(e[2], e[3]) for e in expect]
+    text = open(rp, encoding="utf-8").read()
+    pos = [float(v) for v in re.findall(r"^\s*POSITION ([0-9.e+-]+)$", text, re.M)]
+    lens = [float(v) for v in re.findall(r"^\s*LENGTH ([0-9.e+-]+)$", text, re.M)]
+    assert sorted((round(p * RATE), round(n * RATE)) for p, n in zip(pos, lens)) == sorted((e[2], e[3]) for e in expect)
+
+    # re-import through File > Open: same tracks, same positions and lengths
+    for path in (dp, rp):
+        w2 = make_window()
+        assert w2.open_path(path), w2.last_error
+        got = [(t.name, t.kind, t.offset, t.frames) for t in w2.session.tracks]
+        assert got == expect, path
+        assert len(w2.timeline.rows) == len(expect)
+
+
+# --------------------------------------------------------------------------------------------------
+# crash recovery at start-up
+# --------------------------------------------------------------------------------------------------
+def _crashed_session(tmp_path, name):
+    """A saved session, then edits that only reached the autosave (the program 'crashed')."""
+    from plugin_bridge.session.history import Autosaver, History
+    from plugin_bridge.session.model import QuerySpec, Region
+    from plugin_bridge.session.open import open_session
+
+    folder, _a, _b = _folder(tmp_path, 1.0, name=name)
+    s = open_session(folder)
+    path = os.path.join(folder, name + ".pbsession.json")
+    h = History(s)
+    h.save(path)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    saver = Autosaver(h, every_edits=1)
+    r = Region(track_id=s.tracks[0].id, start=4800, end=33600, name="R1")
+    h.add_region(r)
+    h.set_queries(r.id, [QuerySpec(text="dialogue"), QuerySpec(text="birds", negative="music")])
+    assert os.path.isfile(saver.path)
+    return path, saver.path, r
+
+
+def test_autosave_recovery_prompt_at_start(tmp_path, qtbot):
+    from plugin_bridge.gui.app import start
+
+    wins = []
+
+    def launch(session_path, answer):
+        asked = []
+
+        def ask(title, text, buttons):
+            asked.append((title, text, buttons))
+            return answer
+        _app, win = start(session_path, separator_factory=lambda b, d: NumpySeparator(), ask_hook=ask)
+        qtbot.addWidget(win)
+        wins.append(win)
+        qtbot.waitUntil(lambda: win.session is not None, timeout=5000)
+        return win, asked
+
+    # accepted: the autosaved edits are back, unsaved (dirty) until the user saves
+    path, auto, r = _crashed_session(tmp_path, "crashed")
+    win, asked = launch(path, SB.Yes)
+    assert len(asked) == 1 and asked[0][0] == "Recover session?" and "'crashed'" in asked[0][1]
+    assert asked[0][2] == SB.Yes | SB.No
+    s = win.session
+    assert s.path == path
+    assert [(x.id, x.start, x.end, [(q.text, q.negative) for q in x.queries]) for x in s.regions] == \
+           [(r.id, 4800, 33600, [("dialogue", None), ("birds", "music")])]
+    assert win.history.dirty and win.windowTitle().startswith("● ")
+    assert win.region_list.count() == 1
+    assert win.save() and not os.path.exists(auto)           # a real save retires the autosave
+    win.close()
+
+    # declined: the saved state opens (no region), the autosave is gone, no second prompt
+    path, auto, r = _crashed_session(tmp_path, "declined")
+    win, asked = launch(path, SB.No)
+    assert len(asked) == 1
+    assert win.session.path == path and win.session.regions == [] and not win.history.dirty
+    assert not os.path.exists(auto)
+    win.close()
+
+    # nobody to answer (offscreen, no hook): nothing blocks, nothing is lost
+    path, auto, r = _crashed_session(tmp_path, "unanswered")
+    _app, win = start(path, separator_factory=lambda b, d: NumpySeparator())
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.session is not None, timeout=5000)
+    assert win.session.regions == [] and os.path.isfile(auto)
+    win.close()
