@@ -184,6 +184,7 @@ def test_clip_processing_and_manifest_fields(tmp_path):
     pw.add("file:pkg:rain.ogg", [row])
     pw.close()
     rows = build.write_manifest(tmp_path, labels_json=False)
+    assert (tmp_path / "labels.json").exists()
     assert len(rows) == 0 or rows[0]["id"] == "c1"   # a 1-file label is dropped as too thin
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "rain" in summary["dropped_labels"]

@@ -32,6 +32,7 @@ REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", 
                  "freeciv-data"]
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
+DEV_MIN_SECONDS = 12.0         # real-recording labels: aim for >= 3 dev clips' worth of audio
 TTS_MINUTES_PER_VOICE = {"flite": 8.0, "festival": 6.0, "espeak-ng": 1.2}
 
 
@@ -200,8 +201,9 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
     # splits: group = source file, per label
     label_groups: dict[str, dict[str, float]] = defaultdict(dict)
     for it, d, lic in usable:
-        label_groups[it.label][_group(it)] = max(d, 0.1)
-    splits = assign_splits(label_groups)
+        # weight = usable seconds (long files give at most MAX_PIECES_PER_FILE pieces of <= 10 s)
+        label_groups[it.label][_group(it)] = min(max(d, 0.1), 10.0 * MAX_PIECES_PER_FILE)
+    splits = assign_splits(label_groups, min_dev_weight=DEV_MIN_SECONDS)
 
     by_pkg = defaultdict(list)
     for it, d, lic in usable:
@@ -446,12 +448,15 @@ def drop_thin_labels(rows: list[dict]) -> tuple[list[dict], dict[str, str]]:
     for r in rows:
         counts[r["label"]] += 1
     for lab, n in counts.items():
-        if n < MIN_UNIQUE_SOURCES and lab not in dropped:
+        if lab in srcs and n < MIN_UNIQUE_SOURCES and lab not in dropped:
             dropped[lab] = f"only {n} clips (< {MIN_UNIQUE_SOURCES})"
     return [r for r in rows if r["label"] not in dropped], dropped
 
 
-def write_manifest(out: Path, labels_json: bool = True) -> list[dict]:
+def write_manifest(out: Path, labels_json: bool | Path = True) -> list[dict]:
+    """Rewrite manifest.jsonl + summary.json (+ labels.json) from the parts.  ``labels_json``: True = write
+    DIR/labels.json and the repo's models/training/labels.json; a Path = write DIR/labels.json and that
+    file; False = DIR/labels.json only."""
     rows = collect_rows(out)
     rows, dropped = drop_thin_labels(rows)
     finalise_splits(rows)
@@ -468,9 +473,12 @@ def write_manifest(out: Path, labels_json: bool = True) -> list[dict]:
     summ = summarise(uniq, out)
     summ["dropped_labels"] = dropped
     atomic_write_text(out / "summary.json", json.dumps(summ, indent=2, ensure_ascii=False) + "\n")
-    if labels_json:
-        from .vocab import write_labels_json
+    from .vocab import write_labels_json
+    write_labels_json(uniq, out / "labels.json")
+    if labels_json is True:
         write_labels_json(uniq, sources.LABELS_JSON)
+    elif labels_json:
+        write_labels_json(uniq, Path(labels_json))
     return uniq
 
 
@@ -529,7 +537,8 @@ def attributions(rows: list[dict], out: Path | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- entry point
 def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: set[str] | None = None,
           max_minutes: float | None = None, jobs: int = 2, inst_minutes: float = 40.0, tts_scale: float = 1.0,
-          packages: list[str] | None = None, ready_marker: bool = True) -> dict:
+          packages: list[str] | None = None, ready_marker: bool = True,
+          labels_json: bool | Path | None = None) -> dict:
     families = set(families or FAMILIES)
     bad = families - set(FAMILIES)
     if bad:
@@ -545,11 +554,14 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
         if shutil.which(tool) is None and ({"environmental", "speech"} & families):
             raise sources.CorpusError(f"{tool} not found: the corpus builder needs Debian's package tools")
     real_fams = {"environmental", "speech"} & families
+    # the repo's label vocabulary is only rewritten by a full, uncapped build
+    full = families == set(FAMILIES) and max_minutes is None
+    lj = (labels_json if labels_json is not None else full)
     if real_fams:
         build_real(out, scratch, real_fams, max_minutes, packages)
-        write_manifest(out)
+        write_manifest(out, labels_json=lj)
     build_generated(out, scratch, families, max_minutes, jobs, inst_minutes, tts_scale)
-    rows = write_manifest(out)
+    rows = write_manifest(out, labels_json=lj)
     fams = {r["family"] for r in rows}
     if ready_marker and set(FAMILIES) <= fams and not (out / "READY_V1").exists():
         atomic_write_text(out / "READY_V1", f"{len(rows)}\n")

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     b.add_argument("--tts-scale", type=float, default=1.0,
                    help="multiplier on the per-voice TTS minutes (default 1.0, about 3 h)")
     b.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default 2)")
+    b.add_argument("--labels-json", type=Path, default=None,
+                   help="also write the label vocabulary here (default: models/training/labels.json, but only "
+                        "for a full uncapped build; DIR/labels.json is always written)")
     b.set_defaults(func=_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -41,5 +44,6 @@ def _build(args: argparse.Namespace) -> int:
     if args.max_minutes_per_label is not None and args.max_minutes_per_label <= 0:
         raise CorpusError("--max-minutes-per-label must be > 0")
     build(out=args.out, scratch=args.scratch, families=fams, max_minutes=args.max_minutes_per_label,
-          jobs=args.jobs, inst_minutes=args.instrument_minutes, tts_scale=args.tts_scale)
+          jobs=args.jobs, inst_minutes=args.instrument_minutes, tts_scale=args.tts_scale,
+          labels_json=args.labels_json)
     return 0

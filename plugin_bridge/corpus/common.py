@@ -166,40 +166,47 @@ def group_hash01(group: str) -> float:
     return int.from_bytes(h[:8], "big") / 2.0 ** 64
 
 
-def assign_splits(label_groups: dict[str, dict[str, float]], dev_fraction: float = DEV_FRACTION) -> dict[tuple[str, str], str]:
-    """Split whole groups per label.
+def assign_splits(label_groups: dict[str, dict[str, float]], dev_fraction: float = DEV_FRACTION,
+                  min_dev_weight: float | None = None, max_dev_share: float = 0.25) -> dict[tuple[str, str], str]:
+    """Split whole groups per label (deterministic: SHA-256 of the group id).
 
-    ``label_groups[label][group] = weight`` (seconds or clip count).  A group goes to dev when its hash is
-    below ``dev_fraction``; when a label has >= MIN_GROUPS_FOR_DEV groups and fewer than MIN_DEV_CLIPS
-    clips' worth of groups were drawn, the next-lowest-hash groups are added.  Deterministic.
+    ``label_groups[label][group] = weight`` (seconds of usable audio, or clip count).
+    1. a group goes to dev when its hash is below ``dev_fraction``;
+    2. groups that make dev much larger than intended (> 2.5 x dev_fraction of the weight) are put back;
+    3. labels with >= MIN_GROUPS_FOR_DEV groups are topped up (next-lowest hash first) until dev has
+       MIN_DEV_CLIPS groups and, if given, ``min_dev_weight`` of weight — never beyond ``max_dev_share``;
+    4. labels with 6..MIN_GROUPS_FOR_DEV-1 groups and no dev group hold out the lowest-hash group that
+       carries at most 20 % of the weight; labels with fewer than 6 groups are train-only.
     Returns {(label, group): split}.
     """
     out: dict[tuple[str, str], str] = {}
     for label, groups in label_groups.items():
         ranked = sorted(groups, key=lambda g: (group_hash01(g), g))
-        dev = {g for g in ranked if group_hash01(g) < dev_fraction}
-        if len(ranked) >= MIN_GROUPS_FOR_DEV:
-            # top up: at least MIN_DEV_CLIPS groups (~clips) in dev
-            for g in ranked:
-                if len(dev) >= MIN_DEV_CLIPS:
-                    break
-                dev.add(g)
-            # and do not let one huge group make dev much larger than intended
-            total = sum(groups.values()) or 1.0
-            while len(dev) > MIN_DEV_CLIPS and sum(groups[g] for g in dev) / total > 2.5 * dev_fraction:
-                biggest = max(dev, key=lambda g: (groups[g], g))
-                dev.discard(biggest)
-        elif len(ranked) < 6:
-            dev = set()      # too few groups: everything trains
-        elif not dev:
-            # 6-14 groups: hold out the lowest-hash group unless it carries too much of the label
-            total = sum(groups.values()) or 1.0
-            for g in ranked[:3]:
-                if groups[g] / total <= 0.35:
-                    dev.add(g)
-                    break
+        total = float(sum(groups.values())) or 1.0
+        dev = [g for g in ranked if group_hash01(g) < dev_fraction]
+
+        def share() -> float:
+            return sum(groups[g] for g in dev) / total
+        if len(ranked) < 6:
+            dev = []
+        else:
+            while len(dev) > 1 and share() > 2.5 * dev_fraction:
+                dev.remove(max(dev, key=lambda g: (groups[g], g)))
+            if len(ranked) >= MIN_GROUPS_FOR_DEV:
+                for g in ranked:
+                    if len(dev) >= MIN_DEV_CLIPS and (min_dev_weight is None or sum(groups[d] for d in dev) >= min_dev_weight):
+                        break
+                    if g in dev or (sum(groups[d] for d in dev) + groups[g]) / total > max_dev_share:
+                        continue
+                    dev.append(g)
+            elif not dev:
+                for g in ranked:
+                    if groups[g] / total <= 0.20:
+                        dev.append(g)
+                        break
+        dset = set(dev)
         for g in ranked:
-            out[(label, g)] = "dev" if g in dev else "train"
+            out[(label, g)] = "dev" if g in dset else "train"
     return out
 
 

@@ -189,7 +189,8 @@ UNSUPPORTED = {
 }
 
 
-def write_labels_json(rows: list[dict], path: Path, min_clips: int = MIN_CLIPS) -> dict:
+def write_labels_json(rows: list[dict], path: Path, min_clips: int = 1) -> dict:
+    """Labels present in ``rows`` (the manifest already dropped thin labels, see build.drop_thin_labels)."""
     counts = Counter(r["label"] for r in rows)
     fams = {r["label"]: r["family"] for r in rows}
     labels = {}
@@ -210,7 +211,7 @@ def write_labels_json(rows: list[dict], path: Path, min_clips: int = MIN_CLIPS) 
     for lab in VOCAB:
         if lab not in labels and lab not in dropped:
             unsupported.setdefault(lab.replace("_", " "), "not present in the corpus")
-    data = {"version": 1, "min_clips": min_clips, "labels": labels,
+    data = {"version": 1, "min_clips_per_label": MIN_CLIPS, "labels": labels,
             "unsupported": [{"concept": k, "reason": v} for k, v in sorted(unsupported.items())]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
