@@ -555,3 +555,70 @@ def test_autosave_recovery_prompt_at_start(tmp_path, qtbot):
     qtbot.waitUntil(lambda: win.session is not None, timeout=5000)
     assert win.session.regions == [] and os.path.isfile(auto)
     win.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# a 1-hour file: the window never freezes while its overview is computed
+# --------------------------------------------------------------------------------------------------
+def _write_hour(path, rate=8000):
+    """1 hour of 8 kHz mono 16-bit WAV (57.6 MB), written a minute at a time: silence with a 1-s
+    440 Hz burst at the start of every minute, its level rising from 0.1 to 0.5."""
+    import soundfile as sf
+
+    tt = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 440 * tt).astype(np.float32)
+    minute = np.zeros(rate * 60, np.float32)
+    with sf.SoundFile(path, "w", rate, 1, "PCM_16") as f:
+        for m in range(60):
+            minute[:rate] = tone * (0.1 + 0.4 * m / 59)
+            f.write(minute)
+
+
+def _wave_pixels(widget, colour) -> int:
+    img = widget.grab().toImage()
+    c = colour.rgb() & 0xFFFFFF
+    return sum(1 for x in range(0, img.width(), 2) for y in range(0, img.height(), 2)
+               if img.pixel(x, y) & 0xFFFFFF == c)
+
+
+def test_hour_long_file_opens_without_freezing_and_the_overview_arrives_later(tmp_path, make_window, qtbot):
+    from PyQt6.QtGui import QColor
+
+    path = str(tmp_path / "hour.wav")
+    _write_hour(path)
+    assert os.path.getsize(path) == 44 + 3600 * 8000 * 2
+    short, _a, _b = _folder(tmp_path, 0.5)
+    w = make_window()
+    assert w.open_path(short)                         # warm the lazy imports: time what scales with length
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(50)
+    t0 = time.perf_counter()
+    assert w.open_path(path)
+    t1 = time.perf_counter()
+    t = w.session.tracks[0]
+    assert (t.frames, t.sample_rate, w.session.track_end(t)) == (28_800_000, 8000, 28_800_000)
+    assert w.overview(t.path) is None                 # not computed on the UI thread
+    lane = w.timeline.rows[t.id].view
+    qtbot.waitUntil(lambda: w.overview(t.path) is not None, timeout=30000)
+    t_done = time.perf_counter()
+    timer.stop()
+    stamps = np.array([t1] + [x for x in ticks if x >= t1] + [t_done])
+    gaps = np.diff(stamps)
+    print(f"open_path {(t1 - t0) * 1000:.0f} ms, overview after {(t_done - t1) * 1000:.0f} ms more, "
+          f"{len(stamps) - 2} ticks meanwhile, longest gap {gaps.max() * 1000:.0f} ms")
+    assert t1 - t0 < 0.1                              # header only: the 57.6 MB are read in the background
+    assert gaps.max() < 0.1, f"the event loop stalled for {gaps.max() * 1000:.0f} ms"
+    assert len(stamps) - 2 >= (t_done - t1) / 0.1 - 1
+    # the overview is right: minute m's burst peaks at (0.1 + 0.4 m / 59), silence elsewhere
+    ov = w.overview(t.path)
+    assert ov.frames == 28_800_000
+    mins, maxs = ov.envelope(0, 28_800_000, 3600)        # one column per second
+    assert np.allclose(maxs[::60], 0.1 + 0.4 * np.arange(60) / 59, atol=2e-3)
+    # (columns widen to whole overview blocks, so the seconds next to a burst touch it)
+    assert np.all(maxs.reshape(60, 60)[:, 2:-1] == 0) and np.all(mins.reshape(60, 60)[:, 2:-1] == 0)
+    # and it is drawn: the lane now shows waveform pixels in the track colour
+    qtbot.waitUntil(lambda: _wave_pixels(lane, QColor(t.colour)) > 100, timeout=3000)
