@@ -482,6 +482,17 @@ def write_manifest(out: Path, labels_json: bool | Path = True) -> list[dict]:
     return uniq
 
 
+def prune_orphans(out: Path) -> int:
+    """Delete clip files that the current manifest does not reference (left by earlier recipe versions)."""
+    keep = {json.loads(l)["path"] for l in (out / "manifest.jsonl").read_text().splitlines() if l.strip()}
+    n = 0
+    for p in (out / "clips").rglob("*.flac"):
+        if p.relative_to(out).as_posix() not in keep:
+            p.unlink()
+            n += 1
+    return n
+
+
 def summarise(rows: list[dict], out: Path | None = None) -> dict:
     def agg(key):
         d: dict[str, dict] = defaultdict(lambda: {"clips": 0, "minutes": 0.0})
@@ -538,7 +549,7 @@ def attributions(rows: list[dict], out: Path | None = None) -> list[dict]:
 def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: set[str] | None = None,
           max_minutes: float | None = None, jobs: int = 2, inst_minutes: float = 40.0, tts_scale: float = 1.0,
           packages: list[str] | None = None, ready_marker: bool = True,
-          labels_json: bool | Path | None = None) -> dict:
+          labels_json: bool | Path | None = None, prune: bool = False) -> dict:
     families = set(families or FAMILIES)
     bad = families - set(FAMILIES)
     if bad:
@@ -562,6 +573,8 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
         write_manifest(out, labels_json=lj)
     build_generated(out, scratch, families, max_minutes, jobs, inst_minutes, tts_scale)
     rows = write_manifest(out, labels_json=lj)
+    if prune:
+        log(f"pruned {prune_orphans(out)} clip files not in the manifest")
     fams = {r["family"] for r in rows}
     if ready_marker and set(FAMILIES) <= fams and not (out / "READY_V1").exists():
         atomic_write_text(out / "READY_V1", f"{len(rows)}\n")

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     b.add_argument("--labels-json", type=Path, default=None,
                    help="also write the label vocabulary here (default: models/training/labels.json, but only "
                         "for a full uncapped build; DIR/labels.json is always written)")
+    b.add_argument("--prune", action="store_true",
+                   help="delete clip files that the new manifest no longer references")
     b.set_defaults(func=_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -45,5 +47,5 @@ def _build(args: argparse.Namespace) -> int:
         raise CorpusError("--max-minutes-per-label must be > 0")
     build(out=args.out, scratch=args.scratch, families=fams, max_minutes=args.max_minutes_per_label,
           jobs=args.jobs, inst_minutes=args.instrument_minutes, tts_scale=args.tts_scale,
-          labels_json=args.labels_json)
+          labels_json=args.labels_json, prune=args.prune)
     return 0

@@ -173,7 +173,6 @@ UNSUPPORTED = {
     "airplane": "aircraft clips are mostly in reserved packages",
     "laughter": "about 11 clips, not enough to train",
     "singing voice": "no singing data apart from synthetic choir pads",
-    "car engine": "too few car-engine recordings in training packages (torcs only)",
     "keyboard clicks": "no recordings available",
     "clock ticking": "too few clips",
     "train": "too few clips",
