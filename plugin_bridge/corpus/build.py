@@ -32,7 +32,8 @@ REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", 
                  "freeciv-data"]
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
-DEV_MIN_SECONDS = 12.0         # real-recording labels: aim for >= 3 dev clips' worth of audio
+DEV_MIN_SECONDS = 12.0
+HYDROGEN_MINUTES_PER_KIT = 1.5  # real drum kits (12 train kits) played with the generated grooves         # real-recording labels: aim for >= 3 dev clips' worth of audio
 TTS_MINUTES_PER_VOICE = {"flite": 8.0, "festival": 6.0, "espeak-ng": 1.2}
 
 
@@ -311,7 +312,8 @@ def _concat_pool(out, writer, pkg, version, label, split, gender, language, pool
 
 # ----------------------------------------------------------------------------- generated families
 def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str | None,
-                     msg_font: str | None = None, msg_minutes: float = 10.0) -> str:
+                     msg_font: str | None = None, msg_minutes: float = 10.0, scratch: str = "/work/scratch",
+                     hydrogen_minutes: float = 0.0) -> str:
     from . import render
     m21 = None
     if m21_path and os.path.exists(m21_path):
@@ -320,6 +322,8 @@ def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str 
     for lab in labels:
         render.render_label(Path(out), Path(out) / "parts", lab, minutes, m21_material=m21, log=log,
                             msg_font=msg_font, msg_minutes=msg_minutes)
+        if lab == "drums" and hydrogen_minutes > 0:
+            render.render_hydrogen(Path(out), Path(out) / "parts", Path(scratch), hydrogen_minutes, log=log)
     return f"instruments {labels}"
 
 
@@ -377,7 +381,8 @@ def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: f
         chunks = [labels[i::max(1, jobs)] for i in range(max(1, jobs))]
         for ch in chunks:
             if ch:
-                tasks.append((_run_instruments, (str(out), ch, mins, str(m21_path), msg_font, msg_minutes)))
+                tasks.append((_run_instruments, (str(out), ch, mins, str(m21_path), msg_font, msg_minutes,
+                                                 str(scratch), HYDROGEN_MINUTES_PER_KIT * (mins / inst_minutes))))
     if "speech" in families:
         ensure_text_packages(scratch)
         groups = [v.group for v in tts.all_voices()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -590,3 +591,165 @@ def fluidr3_version() -> str:
         from .sources import dpkg_version
         _FLUID_VERSION = dpkg_version("fluid-soundfont-gm") or "3.1"
     return _FLUID_VERSION
+
+
+# ----------------------------------------------------------------------------- real drum kits (hydrogen)
+HYDROGEN_PACKAGE = "hydrogen-drumkits"
+HYDROGEN_DIR = "usr/share/hydrogen/data/drumkits"
+# train kits and their licence (debian/copyright of hydrogen-drumkits, per .h2drumkit; reviewed).
+# circAfrique is reserved for evaluation; "Gimme A Hand" is hand percussion, not a drum kit.
+HYDROGEN_KITS = {
+    "ForzeeStereo": "GPL-2", "BJA_Pacific": "CC-BY-SA-3.0-us", "rumpf_kit_z01_h2": "CC-BY-3.0",
+    "Millo-Drums_v.1": "GPL-2", "Millo_MultiLayered2": "GPL-2", "Millo_MultiLayered3": "GPL-2",
+    "ColomboAcousticDrumkit": "GPL-2+ with composition exception", "The Black Pearl 1.0": "GPL-2",
+    "Audiophob": "CC0", "ElectricEmpireKit": "GPL-2+", "HardElectro1": "GPL-2+", "VariBreaks": "GPL-2+",
+}
+HYDROGEN_RESERVED = ("circAfrique",)
+
+
+def _drum_role(name: str) -> int | None:
+    n = name.lower()
+    if "roll" in n or "zap" in n or n.strip() in ("fx", "click"):
+        return None
+    if "kick" in n or "bass drum" in n or "bassdrum" in n or re.search(r"\bbd\b", n):
+        return KICK
+    if "clap" in n:
+        return CLAP
+    if "stick" in n and "snare" not in n:
+        return SIDE
+    if "snare" in n:
+        return SNARE
+    if "hat" in n or "hh" in n:
+        if "open" in n or re.search(r"\bop\b|ohh|semi", n):
+            return HHO
+        if "pedal" in n or re.search(r"\bpd\b", n):
+            return HHP
+        return HHC
+    if "ride" in n:
+        return RIDE
+    if "crash" in n or "cymbal" in n or "splash" in n:
+        return CRASH
+    if "tom" in n:
+        if re.search(r"floor|low|\blo\b|16", n):
+            return TOM_L
+        if re.search(r"hi|high", n):
+            return TOM_H
+        return TOM_M
+    if "cowbell" in n:
+        return COWB
+    if "tambourine" in n:
+        return TAMB
+    return None
+
+
+def load_hydrogen_kit(kit_dir: Path) -> dict[int, list[list[tuple[float, float, float, Path]]]]:
+    """role -> instruments -> layers (min_vel, max_vel, gain, file)."""
+    import xml.etree.ElementTree as ET
+    txt = (kit_dir / "drumkit.xml").read_text("utf-8", errors="replace")
+    txt = re.sub(r"\sxmlns(:\w+)?=\"[^\"]*\"", "", txt)
+    root = ET.fromstring(txt)
+    roles: dict[int, list] = {}
+    for ins in root.iter("instrument"):
+        name = (ins.findtext("name") or "").strip()
+        role = _drum_role(name)
+        if role is None:
+            continue
+        gain = float(ins.findtext("gain") or 1.0) * float(ins.findtext("volume") or 1.0)
+        layers = []
+        for lay in ins.iter("layer"):
+            fn = lay.findtext("filename")
+            if fn and (kit_dir / fn).exists():
+                layers.append((float(lay.findtext("min") or 0), float(lay.findtext("max") or 1),
+                               float(lay.findtext("gain") or 1) * gain, kit_dir / fn))
+        fn = ins.findtext("filename")
+        if not layers and fn and (kit_dir / fn).exists():
+            layers.append((0.0, 1.0, gain, kit_dir / fn))
+        if layers:
+            roles.setdefault(role, []).append(layers)
+    return roles
+
+
+def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_kit: float, seed: int = 4321,
+                    log=print) -> float:
+    """Real recorded drum kits (hydrogen-drumkits, train kits only) played with the generated grooves."""
+    from .common import load_audio
+    from .sources import download_and_unpack
+    import subprocess
+    root = Path(scratch) / "x" / HYDROGEN_PACKAGE
+    if not (root / HYDROGEN_DIR).exists():
+        debs = Path(scratch) / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        if not list(debs.glob(f"{HYDROGEN_PACKAGE}_*.deb")):
+            subprocess.run(["apt-get", "download", HYDROGEN_PACKAGE], cwd=debs, capture_output=True)
+        deb = sorted(debs.glob(f"{HYDROGEN_PACKAGE}_*.deb"))
+        if not deb:
+            log("hydrogen-drumkits unavailable: real drum kits skipped")
+            return 0.0
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg", "-x", str(deb[-1]), str(root)], check=True)
+    version = _deb_or_dpkg_version(HYDROGEN_PACKAGE, root / "a/b/c/d/e/f")
+    writer = PartWriter(parts_dir / "instruments-drums-hydrogen.jsonl")
+    total = 0.0
+    for kit, lic in HYDROGEN_KITS.items():
+        assert not any(r in kit for r in HYDROGEN_RESERVED)
+        kdir = root / HYDROGEN_DIR / kit
+        if not (kdir / "drumkit.xml").exists():
+            continue
+        roles = None
+        cache: dict[Path, np.ndarray] = {}
+        have = sum(r["duration"] for u, rows in writer.done.items() if u.startswith(f"drums:h2:{kit}:") for r in rows)
+        i = 0
+        while have < minutes_per_kit * 60:
+            unit = f"drums:h2:{kit}:{i:05d}"
+            if writer.has(unit, out_dir):
+                i += 1
+                continue
+            if roles is None:
+                roles = load_hydrogen_kit(kdir)
+                if KICK not in roles or SNARE not in roles:
+                    log(f"hydrogen kit {kit}: no kick/snare mapped, skipped")
+                    break
+            rng = np.random.default_rng([seed, int(short_hash(unit, n=8), 16)])
+            notes = gen_drums(rng, float(rng.uniform(4.0, 8.5)), float(rng.uniform(70, 150)),
+                              vel=int(rng.choice([60, 75, 90, 105, 118])))
+            choice = {r: insts[int(rng.integers(len(insts)))] for r, insts in roles.items()}
+            fallback = {HHO: HHC, HHP: HHC, RIDE: HHC, SIDE: SNARE, CLAP: SNARE, TOM_H: TOM_M, TOM_M: TOM_L,
+                        TOM_L: TOM_M, COWB: None, TAMB: None, CRASH: RIDE}
+            y = np.zeros(int((max(b for _, b, _, _ in notes) + 3.0) * SR), np.float32)
+            for a, _, p, v in notes:
+                role = p
+                while role is not None and role not in choice:
+                    role = fallback.get(role)
+                if role is None:
+                    continue
+                layers = choice[role]
+                vv = v / 127.0
+                ok = [l for l in layers if l[0] <= vv <= l[1] + 1e-6] or layers
+                lo, hi, g, f = ok[int(rng.integers(len(ok)))]
+                if f not in cache:
+                    try:
+                        cache[f] = load_audio(f, max_seconds=4.0)
+                    except Exception:
+                        cache[f] = np.zeros(1, np.float32)
+                s = cache[f] * (g * (0.35 + 0.65 * vv) ** 1.5)
+                k = int(a * SR)
+                n = min(len(s), len(y) - k)
+                if n > 0:
+                    y[k:k + n] += s[:n]
+            y = trim_silence(y)
+            group = f"hydrogen:{kit}:gen-drums-{i:05d}"
+            meta = ClipMeta("instruments", "drums", group, HYDROGEN_PACKAGE, version,
+                            f"{HYDROGEN_DIR}/{kit}/ samples played with generated drum pattern #{i}", lic,
+                            split=split_of(group))
+            rows = []
+            for k2, piece in enumerate(cut_pieces(y)):
+                cid = f"inst-drums-h2-{short_hash(kit, n=6)}-{i:05d}-{k2}"
+                rel, sha, d = write_clip(out_dir, "instruments", "drums", cid, piece)
+                rows.append(manifest_row(cid, rel, sha, d, meta))
+                have += d
+            writer.add(unit, rows)
+            i += 1
+        total += have
+        log(f"instruments/drums hydrogen {kit}: {have / 60:.1f} min")
+    writer.close()
+    return total
