@@ -19,6 +19,16 @@ LABELS = {"gain": "Gain", "highpass": "High-pass", "lowpass": "Low-pass", "lowsh
           "limiter": "Limiter", "reverb": "Reverb", "delay": "Delay", "vst3": "VST3"}
 
 
+PARAM_LABELS = {"gain_db": "Gain", "cutoff_frequency_hz": "Cut-off", "q": "Q", "threshold_db": "Threshold",
+                "ratio": "Ratio", "attack_ms": "Attack", "release_ms": "Release", "room_size": "Room size",
+                "damping": "Damping", "wet_level": "Wet level", "dry_level": "Dry level", "width": "Width",
+                "freeze_mode": "Freeze", "delay_seconds": "Time", "feedback": "Feedback", "mix": "Mix"}
+
+
+def param_label(key: str) -> str:
+    return PARAM_LABELS.get(key, key.replace("_", " "))
+
+
 def builtins() -> dict:
     from plugin_bridge.plugins.chain import BUILTINS
 
@@ -33,9 +43,15 @@ def step_title(step: dict) -> str:
     else:
         title = LABELS.get(t, t)
         params = step.get("params") or {}
-        if params:
-            title += "  (" + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in params.items()
-                                       if isinstance(v, (int, float))) + ")"
+        spec = builtins().get(t, (None, {}))[1]
+        shown = []
+        for k, v in params.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            unit = f" {spec[k].unit}" if k in spec and spec[k].unit else ""
+            shown.append(f"{v:g}{unit}" if len(params) == 1 else f"{param_label(k).lower()} {v:g}{unit}")
+        if shown:
+            title += "  (" + ", ".join(shown) + ")"
     if step.get("enabled") is False:
         title += "  [off]"
     return title
@@ -178,7 +194,7 @@ class ChainEditor(QDialog):
             sb.setSuffix(f" {ps.unit}" if ps.unit else "")
             sb.setValue(float((st.get("params") or {}).get(k, ps.default)))
             sb.valueChanged.connect(lambda val, i=i, k=k: self._set_param(i, k, val))
-            self.form.addRow(k.replace("_", " "), sb)
+            self.form.addRow(param_label(k), sb)
 
     def _set(self, i: int, key: str, value):
         self.chain[i][key] = value

@@ -25,6 +25,7 @@ HEADER_W = 210
 SOURCE_H = 88
 STEM_H = 62
 RULER_H = 28
+END_MARGIN = 1.02   # the timeline runs 2 % past the end of the longest track (Fit shows exactly that)
 
 BG = QColor("#1e2127")
 LANE_BG = QColor("#262a31")
@@ -87,7 +88,7 @@ class TimeAxis(QObject):
 
     def clamp(self) -> None:
         self.fpp = min(max(self.fpp, self.MIN_FPP), self.MAX_FPP)
-        max_origin = max(0.0, self.length * 1.05 - self.view_px * self.fpp)
+        max_origin = max(0.0, self.length * END_MARGIN - self.view_px * self.fpp)
         self.origin = min(max(self.origin, 0.0), max_origin)
 
     def zoom(self, factor: float, anchor_x: float | None = None) -> None:
@@ -108,7 +109,7 @@ class TimeAxis(QObject):
         self.changed.emit()
 
     def fit(self) -> None:
-        self.fpp = max(self.length * 1.02 / max(self.view_px, 1), self.MIN_FPP)
+        self.fpp = max(self.length * END_MARGIN / max(self.view_px, 1), self.MIN_FPP)
         self.origin = 0.0
         self.clamp()
         self.changed.emit()
@@ -162,6 +163,7 @@ class Ruler(QWidget):
         t0 = ax.origin / rate
         t1 = (ax.origin + self.width() * ax.fpp) / rate
         p.setFont(QFont(self.font().family(), 8))
+        fm = QFontMetrics(p.font())
         k = math.floor(t0 / step)
         precise = step < 1
         while k * step <= t1:
@@ -175,8 +177,9 @@ class Ruler(QWidget):
                 label = f"{t:.3f}".rstrip("0").rstrip(".") + " s" if t < 60 else fmt_time(t)
             else:
                 label = fmt_time(t, False)
-            p.setPen(QPen(TEXT))
-            p.drawText(int(x) + 3, 12, label)
+            if x + 3 + fm.horizontalAdvance(label) <= self.width():   # no label cut at the right edge
+                p.setPen(QPen(TEXT))
+                p.drawText(int(x) + 3, 12, label)
             for j in range(1, 4):  # minor ticks
                 xm = ax.x_of((t + j * step / 4) * rate)
                 p.setPen(QPen(GRID))
@@ -648,7 +651,7 @@ class TimelineWidget(QWidget):
     def _sync_bar(self):
         self._syncing = True
         ax = self.axis
-        total_px = int(ax.length * 1.05 / ax.fpp)
+        total_px = int(math.ceil(ax.length * END_MARGIN / ax.fpp))
         self.hbar.setRange(0, max(0, total_px - ax.view_px))
         self.hbar.setPageStep(ax.view_px)
         self.hbar.setSingleStep(max(ax.view_px // 20, 1))

@@ -271,7 +271,7 @@ def test_chain_editor_gain_step_rerenders_the_stem_and_is_undoable(tmp_path, mak
     assert sb is not None and sb.value() == 0.0 and sb.minimum() == -96 and sb.maximum() == 48
     sb.selectAll()
     QTest.keyClicks(sb, "6")
-    assert dlg.list.item(0).text() == "Gain  (gain db 6)"
+    assert dlg.list.item(0).text() == "Gain  (6 dB)"
     QTest.mouseClick(dlg.button_box.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
     assert not dlg.isVisible() and w.active_dialog is None
     want = [{"type": "gain", "params": {"gain_db": 6.0}, "enabled": True}]
