@@ -19,7 +19,7 @@ from PyQt6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from plugin_bridge.gui.waveform import BLOCK0, read_samples
+from plugin_bridge.gui.waveform import BLOCK0, read_samples, sample_envelope
 
 HEADER_W = 210
 SOURCE_H = 88
@@ -367,13 +367,7 @@ class LaneView(QWidget):
             if x is None or not x.size:
                 return
             if fpp_file > 2:
-                edges = f0 + np.arange(w + 1, dtype=np.float64) * fpp_file
-                starts = np.clip(np.floor(edges[:-1]).astype(np.int64) - a, 0, x.shape[1] - 1)
-                mins = np.minimum.reduceat(x.min(axis=0), starts).astype(np.float32)
-                maxs = np.maximum.reduceat(x.max(axis=0), starts).astype(np.float32)
-                outside = (edges[1:] <= 0) | (edges[:-1] >= frames)
-                mins[outside] = np.nan
-                maxs[outside] = np.nan
+                mins, maxs = sample_envelope(x, a, f0, fpp_file, w, frames)
                 self._draw_envelope(p, mins, maxs, mid, amp, col)
                 return
             # one value per sample: the channel with the larger magnitude (keeps the sign)

@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["BLOCK0", "FACTOR", "Overview", "OverviewCache", "cache_dir", "compute_overview", "read_samples"]
+__all__ = ["BLOCK0", "FACTOR", "Overview", "OverviewCache", "cache_dir", "compute_overview", "read_samples",
+           "sample_envelope"]
 
 BLOCK0 = 256          # frames per block at level 0
 FACTOR = 4            # each level reduces FACTOR blocks of the level below
@@ -173,6 +174,24 @@ def read_samples(path: str, start: int, stop: int) -> np.ndarray:
         return out
     finally:
         f.close()
+
+
+def sample_envelope(x: np.ndarray, first: int, start: float, fpp: float, npx: int, frames: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel (min, max) over all channels, straight from samples (zoomed in past the overview).
+
+    ``x`` (C, n) holds file frames [first, first + n); column ``i`` covers file frames
+    [floor(start + i * fpp), floor(start + (i + 1) * fpp)) (at least one frame; the last column runs
+    to the end of ``x``).  Columns wholly outside [0, frames) are NaN."""
+    npx = max(int(npx), 1)
+    edges = start + np.arange(npx + 1, dtype=np.float64) * fpp
+    starts = np.clip(np.floor(edges[:-1]).astype(np.int64) - first, 0, x.shape[1] - 1)
+    mins = np.minimum.reduceat(x.min(axis=0), starts).astype(np.float32)
+    maxs = np.maximum.reduceat(x.max(axis=0), starts).astype(np.float32)
+    outside = (edges[1:] <= 0) | (edges[:-1] >= frames)
+    mins[outside] = np.nan
+    maxs[outside] = np.nan
+    return mins, maxs
 
 
 class OverviewCache:

@@ -622,3 +622,47 @@ def test_hour_long_file_opens_without_freezing_and_the_overview_arrives_later(tm
     assert np.all(maxs.reshape(60, 60)[:, 2:-1] == 0) and np.all(mins.reshape(60, 60)[:, 2:-1] == 0)
     # and it is drawn: the lane now shows waveform pixels in the track colour
     qtbot.waitUntil(lambda: _wave_pixels(lane, QColor(t.colour)) > 100, timeout=3000)
+
+
+def test_zoomed_in_envelope_from_samples_matches_brute_force(tmp_path, make_window, qtbot):
+    """Between the overview's resolution and single samples, each pixel shows min/max of its frames."""
+    from plugin_bridge.gui.waveform import read_samples, sample_envelope
+
+    rng = np.random.default_rng(7)
+    frames = 20_000
+    x = rng.standard_normal((2, frames)).astype(np.float32) * 0.3
+    start, fpp, npx = -37.25, 13.7, 1600               # starts before the file, ends after it
+    a = int(np.floor(start)) - 1
+    b = int(np.ceil(start + npx * fpp)) + 2
+    pad = np.zeros((2, b - a), np.float32)
+    pad[:, -a:-a + frames] = x
+    mins, maxs = sample_envelope(pad, a, start, fpp, npx, frames)
+    for i in range(npx):
+        lo, hi = int(np.floor(start + i * fpp)), int(np.floor(start + (i + 1) * fpp))
+        if i == npx - 1:
+            hi = b
+        if start + (i + 1) * fpp <= 0 or start + i * fpp >= frames:
+            assert np.isnan(mins[i]) and np.isnan(maxs[i])
+            continue
+        seg = pad[:, lo - a:hi - a]
+        assert (mins[i], maxs[i]) == (seg.min(), seg.max()), i
+    # read_samples zero-pads outside the file exactly like the brute force above
+    import soundfile as sf
+
+    p = str(tmp_path / "n.wav")
+    sf.write(p, x.T, RATE, subtype="FLOAT")
+    assert np.array_equal(read_samples(p, a, b), pad)
+    # the lane draws a waveform at every zoom level: overview, the samples' envelope, the sample line
+    from PyQt6.QtGui import QColor
+
+    folder, _a, _b = _folder(tmp_path, 1.0)
+    w = make_window()
+    w.open_path(folder)
+    t = w.session.tracks[0]
+    lane = w.timeline.rows[t.id].view
+    qtbot.waitUntil(lambda: w.overview(t.path) is not None, timeout=5000)
+    for f in (600.0, 40.0, 1.5, 0.1):
+        w.axis.fpp = f
+        w.axis.origin = 1000.0
+        w.axis.clamp()
+        assert _wave_pixels(lane, QColor(t.colour)) > 20, f
