@@ -497,6 +497,7 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
             renderer = None
         have = sum(r["duration"] for u, rows in writer.done.items() if u.startswith(f"{label}:{series}:") for r in rows)
         i = 0
+        empty = 0
         while have < budget * 60:
             unit = f"{label}:{series}:{i:05d}"
             if writer.has(unit, out_dir):
@@ -538,6 +539,10 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
                     have += d
             writer.add(unit, rows)
             i += 1
+            empty = 0 if rows else empty + 1
+            if empty >= 50:
+                log(f"instruments/{label}/{series}: 50 empty renders in a row, giving up")
+                break
         total += have
     writer.close()
     log(f"instruments/{label}: {total / 60:.1f} min")
@@ -696,6 +701,7 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
         if not (kdir / "drumkit.xml").exists():
             continue
         roles = None
+        empty = 0
         cache: dict[Path, np.ndarray] = {}
         have = sum(r["duration"] for u, rows in writer.done.items() if u.startswith(f"drums:h2:{kit}:") for r in rows)
         i = 0
@@ -714,12 +720,15 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
                               vel=int(rng.choice([60, 75, 90, 105, 118])))
             choice = {r: insts[int(rng.integers(len(insts)))] for r, insts in roles.items()}
             fallback = {HHO: HHC, HHP: HHC, RIDE: HHC, SIDE: SNARE, CLAP: SNARE, TOM_H: TOM_M, TOM_M: TOM_L,
-                        TOM_L: TOM_M, COWB: None, TAMB: None, CRASH: RIDE}
+                        TOM_L: SNARE, COWB: None, TAMB: None, CRASH: RIDE}
             y = np.zeros(int((max(b for _, b, _, _ in notes) + 3.0) * SR), np.float32)
             for a, _, p, v in notes:
-                role = p
-                while role is not None and role not in choice:
+                role, seen = p, set()
+                while role is not None and role not in choice and role not in seen:
+                    seen.add(role)
                     role = fallback.get(role)
+                if role not in choice:
+                    role = None
                 if role is None:
                     continue
                 layers = choice[role]
@@ -749,6 +758,10 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
                 have += d
             writer.add(unit, rows)
             i += 1
+            empty = 0 if rows else empty + 1
+            if empty >= 50:
+                log(f"hydrogen kit {kit}: 50 empty renders in a row, giving up")
+                break
         total += have
         log(f"instruments/drums hydrogen {kit}: {have / 60:.1f} min")
     writer.close()

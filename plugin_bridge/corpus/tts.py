@@ -233,6 +233,7 @@ def tts_voice(out_dir: Path, parts_dir: Path, scratch: Path, voice: Voice, minut
     tmpdir = Path(tempfile.mkdtemp(prefix="tts-", dir=str(scratch)))
     i = 0
     batch_n = 12 if voice.engine == "festival" else 1
+    empty = 0
     try:
         while have < minutes * 60:
             units = []
@@ -276,6 +277,10 @@ def tts_voice(out_dir: Path, parts_dir: Path, scratch: Path, voice: Voice, minut
                         have += d
                     os.unlink(wav)
                 writer.add(unit, rows)
+                empty = 0 if rows else empty + 1
+            if empty >= 50:
+                log(f"speech/tts {voice.group}: 50 empty utterances in a row, giving up")
+                break
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         writer.close()
