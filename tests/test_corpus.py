@@ -229,3 +229,18 @@ def test_tts_voices_exclude_reserved():
     names = {v.name.split("+")[0] for v in tts.FLITE + tts.FESTIVAL + tts.espeak_voices()}
     assert not names & tts.RESERVED_VOICES
     assert len({v.group for v in tts.espeak_voices()}) == len(tts.espeak_voices())
+
+
+def test_labels_json_vocabulary(tmp_path):
+    from plugin_bridge.corpus import vocab
+    rows = [{"label": lab, "family": fam} for lab, (fam, *_rest) in vocab.VOCAB.items()]
+    data = vocab.write_labels_json(rows, tmp_path / "labels.json")
+    assert json.loads((tmp_path / "labels.json").read_text()) == data
+    assert set(data["labels"]) == set(vocab.VOCAB)
+    for lab, e in data["labels"].items():
+        assert e["family"] in common.FAMILIES and e["group"] and e["synonyms"]
+        assert len(e["captions"]) >= 5, lab
+    assert {"dog barking", "cat meowing", "typing", "applause", "baby crying", "telephone ringing"} <= set(data["unsupported"])
+    # a label absent from the corpus is reported as unsupported, not offered
+    data2 = vocab.write_labels_json([r for r in rows if r["label"] != "wolf"], tmp_path / "l2.json")
+    assert "wolf" not in data2["labels"] and "wolf" in data2["unsupported"]

@@ -75,7 +75,7 @@ VOCAB: dict[str, tuple[str, str, list[str], list[str]]] = {
               ["a drum kit playing a rock beat", "drums and cymbals", "a funky drum groove", "a drum machine beat",
                "brushes on a jazz drum kit"]),
     # ------------------------------------------------------------------ speech
-    "speech": ("speech", "speech", ["speech", "voice", "dialogue", "talking", "narration", "spoken words", "vocals",
+    "speech": ("speech", "speech", ["speech", "voice", "dialogue", "talking", "narration", "spoken words",
                                     "man speaking", "woman speaking", "voice over"],
                ["a man speaking", "a woman talking", "dialogue", "someone reading a sentence aloud",
                 "a person speaking in a foreign language", "narration voice over"]),
@@ -211,7 +211,8 @@ def write_labels_json(rows: list[dict], path: Path, min_clips: int = 1) -> dict:
         if lab not in labels and lab not in dropped:
             unsupported.setdefault(lab.replace("_", " "), "not present in the corpus")
     data = {"version": 1, "min_clips_per_label": MIN_CLIPS, "labels": labels,
-            "unsupported": [{"concept": k, "reason": v} for k, v in sorted(unsupported.items())]}
+            "unsupported": sorted(unsupported),
+            "unsupported_reasons": dict(sorted(unsupported.items()))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
