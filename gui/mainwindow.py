@@ -11,15 +11,12 @@ import copy
 import importlib
 import logging
 import os
-import subprocess
-import sys
 import threading
-import time
 
-from PyQt6.QtCore import QPoint, QSize, Qt, QTimer, QUrl, pyqtSignal
-from PyQt6.QtGui import QAction, QActionGroup, QColor, QDesktopServices, QDrag, QKeySequence, QPalette, QShortcut
+from PyQt6.QtCore import QSize, Qt, QTimer, QUrl, pyqtSignal
+from PyQt6.QtGui import QAction, QColor, QDesktopServices, QDrag, QKeySequence, QPalette, QShortcut
 from PyQt6.QtWidgets import (
-    QApplication, QButtonGroup, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QMainWindow, QMenu,
+    QApplication, QButtonGroup, QFileDialog, QInputDialog, QLabel, QMainWindow, QMenu,
     QMessageBox, QSplitter, QStatusBar, QTabWidget, QToolBar, QToolButton, QVBoxLayout, QWidget, QListWidget,
     QListWidgetItem,
 )

@@ -12,8 +12,8 @@ import math
 import os
 
 import numpy as np
-from PyQt6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl, pyqtSignal, QObject, QSize
-from PyQt6.QtGui import QColor, QDrag, QFont, QPainter, QPainterPath, QPen, QPolygonF, QBrush, QFontMetrics
+from PyQt6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl, pyqtSignal, QObject
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import (
     QApplication, QFrame, QHBoxLayout, QLabel, QMenu, QScrollArea, QScrollBar, QSizePolicy, QToolButton,
     QVBoxLayout, QWidget,

@@ -8,7 +8,6 @@ gets x / (Q + 1) and the residual the rest, written as float WAV like the engine
 from __future__ import annotations
 
 import os
-import threading
 import time
 from types import SimpleNamespace
 
