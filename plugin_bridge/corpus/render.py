@@ -462,6 +462,7 @@ class Renderer:
         return resample(y, self.sr, SR)
 
 
+RENDER_BLOCK = 64  # units rendered by one fresh synth (resume granularity of the bit-exact replay)
 M21_SHARE = 0.25   # share of a melodic label's minutes rendered from music21 parts (when available)
 
 
@@ -493,56 +494,84 @@ def render_label(out_dir: Path, parts_dir: Path, label: str, minutes: float, see
         else:
             pkg, lic = FLUIDR3_PACKAGE
             version = fluidr3_version()
-        if renderer is not None and renderer.font != (msg_font if series == "msg" else FLUIDR3):
-            renderer = None
-        have = sum(r["duration"] for u, rows in writer.done.items() if u.startswith(f"{label}:{series}:") for r in rows)
+        font = msg_font if series == "msg" else FLUIDR3
+
+        def uname(j: int) -> str:
+            return f"{label}:{series}:{j:05d}"
+
+        def udur(j: int) -> float:
+            return sum(r["duration"] for r in writer.done[uname(j)])
+
+        have = 0.0
         i = 0
         empty = 0
-        while have < budget * 60:
-            unit = f"{label}:{series}:{i:05d}"
-            if writer.has(unit, out_dir):
-                i += 1
+        while have < budget * 60 and empty < 50:
+            b0 = i
+            # dry pass: is every unit this block still needs already on disk?
+            h, j, need = have, b0, False
+            while j < b0 + RENDER_BLOCK and h < budget * 60:
+                if not writer.has(uname(j), out_dir):
+                    need = True
+                    break
+                h += udur(j)
+                j += 1
+            if not need:
+                have, i = h, j
                 continue
-            rng = np.random.default_rng([seed, int(short_hash(unit, n=8), 16)])
-            prog = spec.programs[i % len(spec.programs)]
-            dur = float(rng.uniform(4.0, 8.5))
-            if drums:
-                lo, hi = 0, 127
-                mat_id = f"gen-drums-{i:05d}"
-                notes = make_material("drums", rng, lo, hi, dur)
-                desc = f"generated drum pattern #{i}, kit {prog} ({DRUM_KITS[prog]}) on channel 10"
-            else:
-                _, lo, hi = PROGRAMS[prog]
-                if series == "m21" or (series == "msg" and m21_material and i % 4 == 3 and melodic):
-                    mid, part = m21_material[int(rng.integers(len(m21_material)))]
-                    mat_id = mid
-                    notes = material_from_part(part, rng, lo, hi, dur)
-                    desc = f"music21 corpus part {mid}, GM program {prog} ({PROGRAMS[prog][0]})"
+            # FluidSynth carries state (block phase, effect tails) from clip to clip: every block starts
+            # from a fresh synth and replays its done units, so resumed builds are bit-identical.
+            renderer = None
+            for j in range(b0, b0 + RENDER_BLOCK):
+                if have >= budget * 60:
+                    break
+                unit = uname(j)
+                rng = np.random.default_rng([seed, int(short_hash(unit, n=8), 16)])
+                prog = spec.programs[j % len(spec.programs)]
+                dur = float(rng.uniform(4.0, 8.5))
+                if drums:
+                    lo, hi = 0, 127
+                    mat_id = f"gen-drums-{j:05d}"
+                    notes = make_material("drums", rng, lo, hi, dur)
+                    desc = f"generated drum pattern #{j}, kit {prog} ({DRUM_KITS[prog]}) on channel 10"
                 else:
-                    style = spec.styles[int(rng.integers(len(spec.styles)))]
-                    mat_id = f"gen-{style}-{i:05d}"
-                    notes = make_material(style, rng, lo, hi, dur)
-                    desc = f"generated {style} material #{i}, GM program {prog} ({PROGRAMS[prog][0]})"
-            rows = []
-            if notes:
-                if renderer is None:
-                    renderer = Renderer(msg_font if series == "msg" else FLUIDR3)
-                y = trim_silence(renderer.render(notes, prog, drums, rng))
-                group = f"{font_name}:{'kit' if drums else 'prog'}{prog}:{mat_id}"
-                if series == "msg":
-                    desc = desc + " [MuseScore_General_Full.sf3]"
-                meta = ClipMeta("instruments", label, group, pkg, version, desc, lic, split=split_of(group))
-                for k, piece in enumerate(cut_pieces(y)):
-                    cid = f"inst-{label}-{series}-{i:05d}-{k}"
-                    rel, sha, d = write_clip(out_dir, "instruments", label, cid, piece)
-                    rows.append(manifest_row(cid, rel, sha, d, meta))
-                    have += d
-            writer.add(unit, rows)
-            i += 1
-            empty = 0 if rows else empty + 1
-            if empty >= 50:
-                log(f"instruments/{label}/{series}: 50 empty renders in a row, giving up")
-                break
+                    _, lo, hi = PROGRAMS[prog]
+                    if series == "m21" or (series == "msg" and m21_material and j % 4 == 3 and melodic):
+                        mid, part = m21_material[int(rng.integers(len(m21_material)))]
+                        mat_id = mid
+                        notes = material_from_part(part, rng, lo, hi, dur)
+                        desc = f"music21 corpus part {mid}, GM program {prog} ({PROGRAMS[prog][0]})"
+                    else:
+                        style = spec.styles[int(rng.integers(len(spec.styles)))]
+                        mat_id = f"gen-{style}-{j:05d}"
+                        notes = make_material(style, rng, lo, hi, dur)
+                        desc = f"generated {style} material #{j}, GM program {prog} ({PROGRAMS[prog][0]})"
+                done = writer.has(unit, out_dir)
+                rows = []
+                if notes:
+                    if renderer is None:
+                        renderer = Renderer(font)
+                    y = trim_silence(renderer.render(notes, prog, drums, rng))
+                    if done:
+                        have += udur(j)
+                        empty = 0
+                        continue
+                    group = f"{font_name}:{'kit' if drums else 'prog'}{prog}:{mat_id}"
+                    if series == "msg":
+                        desc = desc + " [MuseScore_General_Full.sf3]"
+                    meta = ClipMeta("instruments", label, group, pkg, version, desc, lic, split=split_of(group))
+                    for k, piece in enumerate(cut_pieces(y)):
+                        cid = f"inst-{label}-{series}-{j:05d}-{k}"
+                        rel, sha, d = write_clip(out_dir, "instruments", label, cid, piece)
+                        rows.append(manifest_row(cid, rel, sha, d, meta))
+                        have += d
+                elif done:
+                    continue
+                writer.add(unit, rows)
+                empty = 0 if rows else empty + 1
+                if empty >= 50:
+                    log(f"instruments/{label}/{series}: 50 empty renders in a row, giving up")
+                    break
+            i = b0 + RENDER_BLOCK if have < budget * 60 else j + 1
         total += have
     writer.close()
     log(f"instruments/{label}: {total / 60:.1f} min")
