@@ -835,8 +835,11 @@ class MainWindow(QMainWindow):
         dlg = ChainEditor(t.chain, f"Plugin chain — {t.name}", self, sample_rate=rate)
 
         def accepted():
-            if dlg.chain != (self.session.track(track_id).chain or []):
-                self._edit(lambda: self.history.set_chain(track_id, dlg.chain))
+            from plugin_bridge.plugins.chain import validate_chain
+
+            chain = validate_chain(dlg.chain)     # canonical form (checked by the dialog already)
+            if chain != (self.session.track(track_id).chain or []):
+                self._edit(lambda: self.history.set_chain(track_id, chain))
         return self._show_dialog(dlg, accepted)
 
     def rerender_chain(self, track_id: str, wait: bool = False) -> str | None:
