@@ -223,6 +223,12 @@ def test_keyboard_shortcuts_with_focus_in_the_timeline_and_not_while_typing(tmp_
     # Ctrl+Z in the field undoes typing, not the session
     QTest.keyClick(field, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert len(s.regions) == 1
+    # a focused button does not eat Space either: Space on "Run" plays, it does not start a render
+    w.query_panel.run_btn.setFocus()
+    QTest.keyClick(w.query_panel.run_btn, Qt.Key.Key_Space)
+    assert w.player.playing and s.jobs == []
+    QTest.keyClick(w.query_panel.run_btn, Qt.Key.Key_Space)
+    assert not w.player.playing
     # back to the timeline: Space plays again
     QTest.mouseClick(lane, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(5, 20))
     assert QApplication.focusWidget() is lane
