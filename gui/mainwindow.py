@@ -590,6 +590,8 @@ class MainWindow(QMainWindow):
             ev.ignore()
             return
         self.stop()
+        for t in (self._timer, self._autosave_timer, self._overview_timer):
+            t.stop()  # a closed window must not keep calling back into Python
         if self.player:
             self.player.close()
         self._shutdown_session()
