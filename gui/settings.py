@@ -43,7 +43,7 @@ def split_format(fmt: str) -> tuple[str, str]:
 @dataclass
 class AppSettings:
     device: str = "auto"             # auto | cpu | cuda
-    backend: str = "torch"           # torch | onnx
+    backend: str = "auto"            # auto | torch | onnx
     model: str = "embedded"          # embedded | checkpoint
     checkpoint: str = ""
     tokenizer: str = ""
@@ -64,8 +64,8 @@ class AppSettings:
             s = cls(**known)
             if s.device not in ("auto", "cpu", "cuda"):
                 s.device = "auto"
-            if s.backend not in ("torch", "onnx"):
-                s.backend = "torch"
+            if s.backend not in ("auto", "torch", "onnx"):
+                s.backend = "auto"
             if s.model not in ("embedded", "checkpoint"):
                 s.model = "embedded"
             for k in ("checkpoint", "tokenizer", "audio_device"):
@@ -141,6 +141,7 @@ class SettingsDialog(QDialog):
         self.device.setCurrentIndex(max(0, self.device.findData(app_settings.device)))
         f.addRow("Device", self.device)
         self.backend = QComboBox()
+        self.backend.addItem("Automatic (ONNX Runtime on CPU)", "auto")
         self.backend.addItem("PyTorch", "torch")
         self.backend.addItem("ONNX Runtime", "onnx")
         self.backend.setCurrentIndex(max(0, self.backend.findData(app_settings.backend)))

@@ -129,7 +129,7 @@ def save_safetensors_model(net: ResUNet, path: str, encoder_id: str = "minilm-l6
     os.replace(tmp, path)
 
 
-def load_model(spec: str | None = None, tokenizer: str | None = None) -> LoadedModel:
+def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt: str | None = None) -> LoadedModel:
     if spec in (None, "", "default"):
         if os.path.exists(DEFAULT_WEIGHTS):
             m = load_safetensors_model(DEFAULT_WEIGHTS)
@@ -144,7 +144,7 @@ def load_model(spec: str | None = None, tokenizer: str | None = None) -> LoadedM
     if ext in (".ckpt", ".pt", ".pth", ".bin"):
         from plugin_bridge.models.audiosep import load_audiosep_checkpoint
 
-        return load_audiosep_checkpoint(spec, tokenizer=tokenizer)
+        return load_audiosep_checkpoint(spec, tokenizer=tokenizer, clap_ckpt=clap_ckpt)
     raise CheckpointError(f"{spec}: unknown model file type; use a .safetensors model or an AudioSep .ckpt")
 
 

@@ -27,7 +27,7 @@ def register(sub) -> None:
                    help="first build the in-distribution dev set from CORPUS's dev split into --set")
     b.add_argument("--n", type=int, default=300, help="mixtures to make with --make-dev")
     b.add_argument("--json", default=None, help="also write the results as JSON here")
-    b.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    b.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     b.set_defaults(func=cmd_benchmark)
 
 

@@ -155,7 +155,19 @@ class OnnxBackend:
 
 
 def make_backend(name: str, model: torch.nn.Module, device: str = "auto", threads: int | None = None):
-    name = (name or "torch").lower()
+    name = (name or "auto").lower()
+    if name == "auto":
+        # ONNX Runtime fuses the small element-wise ops that dominate a CPU forward (about 2x faster here);
+        # on a GPU PyTorch is the better choice.  If the export or the runtime fails, fall back to PyTorch.
+        if resolve_device(device) == "cuda":
+            return TorchBackend(model, "cuda", threads)
+        try:
+            return OnnxBackend(model, "cpu", threads)
+        except Exception as exc:  # noqa: BLE001 - any failure here must not stop the separation
+            import warnings
+
+            warnings.warn(f"ONNX Runtime backend unavailable ({exc}); using PyTorch on the CPU")
+            return TorchBackend(model, "cpu", threads)
     if name in ("torch", "pytorch"):
         return TorchBackend(model, device, threads)
     if name in ("onnx", "onnxruntime", "ort"):

@@ -24,7 +24,10 @@ def register(sub) -> None:
                    help="model: default (embedded), a .safetensors model, or an AudioSep .ckpt")
     p.add_argument("--tokenizer", default=None,
                    help="folder with roberta-base vocab.json + merges.txt (for AudioSep/CLAP models)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--clap-ckpt", default=None,
+                   help="LAION CLAP .pt for the text tower, when the AudioSep file holds only the separator")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime on CPU (faster), PyTorch on CUDA (default)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--chunk", type=float, default=10.0, help="chunk length in seconds (default 10)")
@@ -45,6 +48,7 @@ def register(sub) -> None:
                         "upstream-style chunked pipeline")
     b.add_argument("--rss-lengths", default="",
                    help="comma-separated minutes for the flat-memory check, e.g. 10,120")
+    b.add_argument("--gui", action="store_true", help="also time the desktop app's cold start")
     b.add_argument("--threads", type=int, default=None)
     b.set_defaults(func=cmd_bench)
 
@@ -81,7 +85,7 @@ def cmd_separate(args) -> int:
         s = int(round((args.start or 0) * info.sample_rate))
         e = int(round(args.end * info.sample_rate)) if args.end is not None else None
         region = (s, e)
-    model = load_model(args.model, tokenizer=args.tokenizer)
+    model = load_model(args.model, tokenizer=args.tokenizer, clap_ckpt=args.clap_ckpt)
     if model.is_random:
         print("WARNING: no trained embedded model is installed; using RANDOM weights. "
               "The output shows the plumbing, not a separation.", file=sys.stderr)

@@ -105,7 +105,7 @@ def _cancelled(cancel: CancelFlag) -> bool:
 
 
 class Separator:
-    def __init__(self, model, backend: str | object = "torch", device: str = "auto", threads: int | None = None):
+    def __init__(self, model, backend: str | object = "auto", device: str = "auto", threads: int | None = None):
         """``model`` is a ``plugin_bridge.models.registry.LoadedModel``; ``backend`` a name or an object
         with ``logits(mag, cond)``."""
         self.model = model

@@ -40,7 +40,7 @@ def register(sub) -> None:
     r.add_argument("session")
     r.add_argument("--preset", default=None,
                    help="preset for regions without queries, and settings for jobs queued now")
-    r.add_argument("--backend", default=None, choices=["torch", "onnx"])
+    r.add_argument("--backend", default=None, choices=["auto", "torch", "onnx"])
     r.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     r.add_argument("--format", default=None, choices=["wav16", "wav24", "wav32f", "flac16", "flac24"])
     r.add_argument("--retry-failed", action="store_true", help="also re-run failed and cancelled jobs")

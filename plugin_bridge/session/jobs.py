@@ -387,7 +387,7 @@ def _fit(x: np.ndarray, n: int, channels: int) -> np.ndarray:
 _SEP_CACHE: dict = {}
 
 
-def default_separator_factory(backend: str = "torch", device: str = "auto"):
+def default_separator_factory(backend: str = "auto", device: str = "auto"):
     """Separator over the default model, cached per (backend, device)."""
     key = (backend, device)
     if key not in _SEP_CACHE:

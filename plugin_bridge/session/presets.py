@@ -121,7 +121,7 @@ PRESET_SCHEMA: dict = {
             "type": "object", "additionalProperties": False,
             "properties": {"chunk_seconds": {"type": "number", "minimum": 0.25, "maximum": 600},
                            "overlap": {"type": "number", "minimum": 0, "maximum": 0.75},
-                           "backend": {"enum": ["torch", "onnx"]},
+                           "backend": {"enum": ["auto", "torch", "onnx"]},
                            "device": {"enum": ["auto", "cpu", "cuda"]},
                            "context_seconds": {"type": "number", "minimum": 0, "maximum": 60}},
         },
