@@ -384,7 +384,7 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     dlg.template.setText("{track}_{bogus}")
     QTest.mouseClick(ok, Qt.MouseButton.LeftButton)
     assert dlg.isVisible() and "{bogus}" in dlg.error.text()
-    assert not os.path.exists(AppSettings.path()) or AppSettings.load().backend == "torch"
+    assert not os.path.exists(AppSettings.path()) or AppSettings.load().backend == "auto"
     dlg.template.setText("{track}_{label}")
     QTest.mouseClick(ok, Qt.MouseButton.LeftButton)
     assert not dlg.isVisible()
