@@ -69,6 +69,11 @@ def test_impulse_lands_on_the_exact_sample_in_the_stem_track(tmp_path, model):
     assert abs(y[0, 0] - 0.9) < 1e-4 and np.abs(y[:, 1:]).max() < 1e-4
     # timeline position of the impulse == where it is in the source
     assert stem_track.offset + int(np.argmax(np.abs(y[0]))) == offset + 20000
+    # the WAV carries a BWF bext chunk a DAW places it by: TimeReference = the region's timeline position
+    from plugin_bridge.export.bwf import read_bext
+    b = read_bext(stem_track.path)
+    assert b.time_reference == offset + 20000 and b.description == "impact"
+    assert read_bext(res.tracks[1].path).description.startswith("residual")
     # stem tracks sit right under their source track
     assert [t.kind for t in s.tracks] == ["source", "stem", "residual"]
     assert res.stems[0].complete and res.stems[0].query_index == 0 and res.stems[1].query_index == "residual"

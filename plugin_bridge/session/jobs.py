@@ -277,6 +277,8 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
             raise
         if _is_cancelled(cancel):
             raise JobCancelled("render cancelled; no stems were written")
+        if fmt.extension == ".wav":
+            _tag_bwf(staged, session, plan, queries, keep_residual)
         for w in writers.clipped:
             if w:
                 warnings.append(f"{sum(writers.clipped)} samples were clipped at full scale; use wav32f to keep them")
@@ -322,6 +324,20 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
     report(1.0, 0.0, "done")
     log.info("job %s rendered %d files in %.1f s", job.id, len(finals), time.monotonic() - t0)
     return JobResult(job.id, stems, tracks, warnings + list(res.warnings))
+
+
+def _tag_bwf(paths, session, plan, queries, keep_residual: bool) -> None:
+    """Give every WAV stem a BWF ``bext`` chunk: TimeReference = where the region starts on the session
+    timeline (in samples at the file's own rate), Description = the query, so DAWs place it on import."""
+    from plugin_bridge.export.bwf import add_bext
+
+    rate = plan.rate
+    tref = plan.timeline_start if rate == session.sample_rate else int(round(plan.timeline_start * rate / session.sample_rate))
+    descs = [q.text + (f" (not: {q.negative})" if q.negative else "") for q in queries]
+    if keep_residual:
+        descs.append(f"residual (everything not extracted) of {plan.track.name}")
+    for path, desc in zip(paths, descs):
+        add_bext(path, description=desc, time_reference=int(tref))
 
 
 def _model_id(separator) -> str | None:
