@@ -1,8 +1,6 @@
 """``plugin-bridge separate`` and ``plugin-bridge bench``."""
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
 from plugin_bridge.errors import ConfigError

@@ -14,7 +14,6 @@ Per segment (native rate R, model rate Rm):
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading

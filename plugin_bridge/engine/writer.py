@@ -106,11 +106,10 @@ class StemWriterSet:
         for f in self._files:
             f.close()
         self._files = []
-        umask = os.umask(0)
-        os.umask(umask)
+        from plugin_bridge.fileio import publish
+
         for tmp, final in zip(self._tmp, self.paths):
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give stems normal permissions
-            os.replace(tmp, final)
+            publish(tmp, final)  # mkstemp creates 0600; stems get normal permissions
         self._tmp = []
         return list(self.paths)
 

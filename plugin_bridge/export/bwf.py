@@ -192,10 +192,9 @@ def _tmp_beside(path: str, suffix: str = ".wav") -> tuple[int, str]:
 
 
 def _finish(tmp: str, path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    from plugin_bridge.fileio import publish
+
+    publish(tmp, path)
 
 
 def add_bext(path: str, *, description: str = "", time_reference: int = 0, out_path: str | None = None,

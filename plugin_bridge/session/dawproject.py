@@ -141,13 +141,10 @@ def save(session: Session, path: str, *, embed: bool = False) -> str:
     metadata_xml = _xml_bytes(meta)
     sidecar = json.dumps(sidecar_dict(session, base_dir, clips), indent=1, ensure_ascii=False).encode("utf-8")
 
-    try:
-        os.makedirs(base_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", suffix=".dawproject", dir=base_dir)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
+    from plugin_bridge.fileio import atomic_path
+
+    with atomic_path(path, suffix=".dawproject") as tmp:
+        with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr(PROJECT_XML, project_xml)
             z.writestr(METADATA_XML, metadata_xml)
             z.writestr(SIDECAR_PATH, sidecar)
@@ -159,18 +156,6 @@ def save(session: Session, path: str, *, embed: bool = False) -> str:
             z.close()
             raw.flush()
             os.fsync(raw.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
     return path
 
 

@@ -23,7 +23,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field, fields
@@ -333,28 +332,9 @@ class Session:
 # files
 # --------------------------------------------------------------------------------------------------
 def atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", suffix=".json", dir=d)
-    except OSError as exc:
-        from plugin_bridge.errors import OutputError
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from plugin_bridge.fileio import atomic_write_text as _write
+
+    _write(path, text, suffix=".json")
 
 
 def read_json(path: str, what: str = "file") -> Any:

@@ -30,10 +30,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import uuid
 
-from plugin_bridge.errors import OutputError
 from plugin_bridge.export.interchange import (
     build_session, db_to_linear, linear_to_db, seconds_str, sidecar_dict, timeline_clips, to_frames,
 )
@@ -158,28 +156,9 @@ def save(session: Session, path: str, *, absolute_paths: bool = False, sidecar: 
         lines.append("  >")
     lines.append(">")
     text = "\n".join(lines) + "\n"
-    try:
-        os.makedirs(base_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", suffix=".rpp", dir=base_dir)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+    from plugin_bridge.fileio import atomic_write_text
+
+    atomic_write_text(path, text, suffix=".rpp")
     return path
 
 
