@@ -146,3 +146,16 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(10, cfg) == pytest.approx(1e-3)
     assert lr_at(110, cfg) == pytest.approx(1e-5)
     assert lr_at(60, cfg) < lr_at(30, cfg)
+
+
+def test_loss_weighs_quiet_and_loud_examples_alike():
+    from plugin_bridge.models.training.train import level_normalised_l1
+
+    rng = np.random.default_rng(0)
+    mix = torch.from_numpy(rng.standard_normal((1, 1, 1000)).astype(np.float32))
+    tgt = mix * 0.5
+    est = mix * 0.4
+    loud = level_normalised_l1(est, tgt, mix)
+    quiet = level_normalised_l1(est * 1e-3, tgt * 1e-3, mix * 1e-3)
+    assert float(loud) == pytest.approx(float(quiet), rel=1e-4)
+    assert float(level_normalised_l1(tgt, tgt, mix)) == 0.0

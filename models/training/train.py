@@ -3,7 +3,7 @@
     plugin-bridge train --corpus /work/corpus --run runs/default [--max-hours 2] [--device auto]
 
 * on-the-fly mixtures (``mixer.py``), text queries embedded once with the default encoder (MiniLM);
-* L1 waveform loss (as AudioSep), AdamW, warm-up then cosine decay over ``--planned-steps``;
+* L1 waveform loss (as AudioSep) normalised by each mixture's level, AdamW, warm-up then cosine decay over ``--planned-steps``;
 * every ``--val-every`` steps: SDRi on a fixed dev set (held-out groups of the training packages,
   in-distribution), logged to ``log.jsonl``; the best model by median dev SDRi is kept as
   ``best.safetensors``;
@@ -72,6 +72,17 @@ def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torc
     L = wave.shape[-1]
     x = torch.nn.functional.pad(wave, (0, net.cfg.n_fft))
     return net(x, cond)[..., :L]
+
+
+def level_normalised_l1(est: torch.Tensor, tgt: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """L1 on the waveform (as AudioSep), divided per example by the mixture's RMS.
+
+    Mixtures come at random levels (-35..-12 dBFS) so that the model works at any level; without this
+    normalisation the loud examples would dominate the loss and the quiet ones would teach nothing.
+    Silent targets (absent-label examples) keep a finite loss: it is the leaked signal over the mix level.
+    """
+    scale = mix.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-4)
+    return ((est - tgt).abs() / scale).mean()
 
 
 class QueryTable:
@@ -212,7 +223,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             est = forward_padded(net, mix, cond)
-            loss = (est - tgt).abs().mean()
+            loss = level_normalised_l1(est, tgt, mix)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
