@@ -35,6 +35,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from plugin_bridge.errors import AudioInputError, ConfigError, OutputError
+from plugin_bridge.fileio import atomic_path
 
 __all__ = ["write_bwf", "add_bext", "read_bext", "build_bext", "Bext", "stem_bext_fields", "tag_session_stems", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
            "ORIGINATOR"]
@@ -182,21 +183,6 @@ def read_bext(path: str) -> Bext | None:
 # --------------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------------
-def _tmp_beside(path: str, suffix: str = ".wav") -> tuple[int, str]:
-    d = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(d, exist_ok=True)
-        return tempfile.mkstemp(prefix=".pb-tmp-", suffix=suffix, dir=d)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _finish(tmp: str, path: str) -> None:
-    from plugin_bridge.fileio import publish
-
-    publish(tmp, path)
-
-
 def add_bext(path: str, *, description: str = "", time_reference: int = 0, out_path: str | None = None,
              originator_reference: str | None = None, origination_date: str | None = None,
              origination_time: str | None = None, version: int = 1, coding_history: str | None = None,
@@ -234,29 +220,18 @@ def add_bext(path: str, *, description: str = "", time_reference: int = 0, out_p
         if body > MAX_RIFF_BYTES:
             raise OutputError(f"{target}: the WAV would be {body + 8} bytes, over the 4 GiB limit of RIFF; "
                               f"RF64/BW64 output is not supported: split the stem or use FLAC")
-        fd, tmp = _tmp_beside(target)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(b"RIFF" + struct.pack("<I", body) + b"WAVE")
-                for c in kept:
-                    if c.id == b"data":
-                        out.write(b"bext" + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1))
-                    out.write(c.id + struct.pack("<I", c.size))
-                    src.seek(c.offset)
-                    _copy(src, out, c.size)
-                    if c.size & 1:
-                        out.write(b"\0")
-                out.flush()
-                os.fsync(out.fileno())
-            _finish(tmp, target)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-            raise
+        with atomic_path(target, suffix=".wav") as tmp, open(tmp, "wb") as out:
+            out.write(b"RIFF" + struct.pack("<I", body) + b"WAVE")
+            for c in kept:
+                if c.id == b"data":
+                    out.write(b"bext" + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1))
+                out.write(c.id + struct.pack("<I", c.size))
+                src.seek(c.offset)
+                _copy(src, out, c.size)
+                if c.size & 1:
+                    out.write(b"\0")
+            out.flush()
+            os.fsync(out.fileno())
     return target
 
 
@@ -299,8 +274,13 @@ def write_bwf(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24, time
     from pedalboard.io import AudioFile
 
     target = os.path.abspath(path)
-    fd, tmp = _tmp_beside(target)
-    os.close(fd)
+    d = os.path.dirname(target)
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", suffix=".wav", dir=d)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with AudioFile(tmp, "w", samplerate=int(rate), num_channels=channels, bit_depth=bit_depth) as f:
             f.write(np.ascontiguousarray(x))
