@@ -164,14 +164,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-10 ** 6, 10 ** 6) 
                      max_leaves=5)
 
 
-def _paths(obj, prefix=()):
-    yield prefix
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, prefix + (i,))
+from fuzz_helpers import json_paths as _paths  # noqa: E402
 
 
 @settings(max_examples=int(os.environ.get("PB_FUZZ_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -545,16 +545,21 @@ SESSION_SCHEMA: dict = {
     },
 }
 
-_validator = None
+_VALIDATORS: dict[int, Any] = {}
+
+
+def cached_validator(schema: dict):
+    """One compiled jsonschema validator per schema object (sessions, presets)."""
+    v = _VALIDATORS.get(id(schema))
+    if v is None:
+        import jsonschema
+
+        v = _VALIDATORS[id(schema)] = jsonschema.Draft202012Validator(schema)
+    return v
 
 
 def _get_validator():
-    global _validator
-    if _validator is None:
-        import jsonschema
-
-        _validator = jsonschema.Draft202012Validator(SESSION_SCHEMA)
-    return _validator
+    return cached_validator(SESSION_SCHEMA)
 
 
 def field_path(parts) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.session.history import data_dir
 from plugin_bridge.session.model import (
-    QuerySpec, SessionError, atomic_write_text, field_path, read_json, schema_error,
+    QuerySpec, SessionError, atomic_write_text, cached_validator, field_path, read_json, schema_error,
 )
 
 __all__ = ["PRESET_SCHEMA_VERSION", "PRESET_SCHEMA", "PresetError", "PresetQuery", "Preset", "PresetEntry",
@@ -133,16 +133,8 @@ PRESET_SCHEMA: dict = {
     },
 }
 
-_validator = None
-
-
 def _get_validator():
-    global _validator
-    if _validator is None:
-        import jsonschema
-
-        _validator = jsonschema.Draft202012Validator(PRESET_SCHEMA)
-    return _validator
+    return cached_validator(PRESET_SCHEMA)
 
 
 def _finite(obj: Any, parts: list, source: str) -> None:
