@@ -19,6 +19,8 @@ from PyQt6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS  # noqa: E402
+
 RATE = 48000
 SB = QMessageBox.StandardButton
 
@@ -367,7 +369,7 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     QTest.keyClick(w, Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)     # Edit > Settings (Ctrl+,)
     dlg = w.active_dialog
     assert isinstance(dlg, SettingsDialog) and dlg.isVisible()
-    assert (dlg.format.currentData(), dlg.depth.currentData(), dlg.chunk.value()) == ("wav", "24", 10.0)
+    assert (dlg.format.currentData(), dlg.depth.currentData(), dlg.chunk.value()) == ("wav", "24", DEFAULT_CHUNK_SECONDS)
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
     dlg.backend.setCurrentIndex(dlg.backend.findData("onnx"))
     QTest.keyClicks(dlg.ckpt, str(ckpt))                 # typing a path picks "AudioSep checkpoint"

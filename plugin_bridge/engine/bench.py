@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS
+
 __all__ = ["run_bench", "make_bench_file", "upstream_chunk_plan", "peak_rss_bytes", "format_table"]
 
 BENCH_RATE = 48000
@@ -194,7 +196,7 @@ def _child(spec: dict) -> dict:
         os.makedirs(out, exist_ok=True)
         t0 = time.perf_counter()
         res = sep.separate_file(spec["input"], [Query(QUERY)], out, fmt="wav16",
-                                settings=SeparationSettings(chunk_seconds=float(spec.get("chunk", 10.0))))
+                                settings=SeparationSettings(chunk_seconds=float(spec.get("chunk", DEFAULT_CHUNK_SECONDS))))
         result["wall"] = time.perf_counter() - t0
         result["audio_seconds"] = res.frames / res.sample_rate
         for p in res.stem_paths + ([res.residual_path] if res.residual_path else []):

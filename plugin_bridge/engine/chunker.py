@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segment", "plan_segments", "segment_weight", "OverlapAdd"]
+__all__ = ["Segment", "plan_segments", "segment_weight", "OverlapAdd", "DEFAULT_CHUNK_SECONDS", "DEFAULT_OVERLAP"]
+
+#: Default chunking, shared by the engine, CLI, sessions and presets.  15 s chunks overlapping by 10 %
+#: (1.5 s) run the network on 1.11x the audio (10 s / 25 % ran it on 1.33x), and measured no worse: on
+#: 70 s of concatenated dev mixtures the SDR was 5.84 dB against 5.80 (10 s / 25 %) and 5.75 (one pass).
+DEFAULT_CHUNK_SECONDS = 15.0
+DEFAULT_OVERLAP = 0.1
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP
 from plugin_bridge.errors import ConfigError
 
 
@@ -28,8 +29,10 @@ def register(sub) -> None:
                    help="auto: ONNX Runtime on CPU (faster), PyTorch on CUDA (default)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--chunk", type=float, default=10.0, help="chunk length in seconds (default 10)")
-    p.add_argument("--overlap", type=float, default=0.25, help="chunk overlap as a fraction (default 0.25)")
+    p.add_argument("--chunk", type=float, default=DEFAULT_CHUNK_SECONDS,
+                   help=f"chunk length in seconds (default {DEFAULT_CHUNK_SECONDS:g})")
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                   help=f"chunk overlap as a fraction (default {DEFAULT_OVERLAP:g})")
     p.add_argument("--per-channel", action="store_true", help="one mask per channel (default: from the downmix)")
     p.add_argument("--no-residual", action="store_true", help="do not write the residual")
     p.add_argument("--start", type=float, default=None, help="region start in seconds")

@@ -5,7 +5,8 @@ writes one stem per query plus a residual, each with exactly the input's rate, c
 length.  ``Separator.separate_array`` runs the same pipeline on an in-memory array.
 
 Per segment (native rate R, model rate Rm):
-1. mono downmix (or each channel in per-channel mode), resampled to Rm with Pedalboard;
+1. native-rate STFT (window and hop scaled by R/Rm); when R is a whole multiple of Rm its low bins are the
+   model-rate spectrum, otherwise the mono downmix (or each channel) is resampled to Rm with Pedalboard;
 2. model-rate STFT magnitude -> network -> one complex mask per query (and per negative query);
 3. masks combined (negative removal, energy sharing between queries) on the model's grid;
 4. masks carried onto the native-rate STFT grid (see ``spectral.py``) and applied to every channel;
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.engine.backends import make_backend
-from plugin_bridge.engine.chunker import OverlapAdd, align_unit, plan_segments
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP, OverlapAdd, align_unit, plan_segments
 from plugin_bridge.engine.masks import combine_masks
 from plugin_bridge.engine.reader import StreamReader
 from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
@@ -49,8 +50,8 @@ class Query:
 
 @dataclass(frozen=True)
 class SeparationSettings:
-    chunk_seconds: float = 10.0
-    overlap: float = 0.25          # fraction of a chunk shared with the next one
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    overlap: float = DEFAULT_OVERLAP   # fraction of a chunk shared with the next one
     weight_power: float = 1.0      # triangular OLA weight exponent
     per_channel: bool = False      # one mask per channel instead of one from the downmix
     share: bool = True             # normalise several queries' masks so they never exceed the mix
@@ -153,12 +154,23 @@ class Separator:
         # 50 %-overlap window the final frame alone would leave a near-zero ISTFT envelope there).
         n_pad = n + native.n_fft
         xp = np.pad(x, ((0, 0), (0, n_pad - n)))
-        src = xp if settings.per_channel else xp.mean(axis=0, keepdims=True)
-        xm = self._to_model_rate(src, rate)
-        if xm.shape[1] <= self.model_grid.n_fft // 2:
-            xm = np.pad(xm, ((0, 0), (0, self.model_grid.n_fft // 2 + 1 - xm.shape[1])))
-        spec_m = stft(torch.from_numpy(np.ascontiguousarray(xm, np.float32)), self.model_grid)  # (Cm, T, F)
-        mag = magnitude(spec_m).numpy()
+        spec_n = stft(torch.from_numpy(np.ascontiguousarray(xp, np.float32)), native)  # (C, Tn, Fn)
+        ratio = rate // self.cfg.sample_rate
+        if ratio * self.cfg.sample_rate == rate and n_pad >= native.n_fft:
+            # Integer rate ratio (16/32/48/96/192 kHz for a 16 kHz model): the native grid *is* the model
+            # grid sampled `ratio` times finer, so its first bins are the model-rate STFT (times `ratio`)
+            # of the band-limited signal. Read the network input off it; no resampling, no second STFT.
+            low = spec_n[..., : self.model_grid.n_bins] / ratio
+            if not settings.per_channel:
+                low = low.mean(dim=0, keepdim=True)  # STFT is linear: the spectrum of the mono downmix
+            mag = magnitude(low).numpy()
+        else:
+            src = xp if settings.per_channel else xp.mean(axis=0, keepdims=True)
+            xm = self._to_model_rate(src, rate)
+            if xm.shape[1] <= self.model_grid.n_fft // 2:
+                xm = np.pad(xm, ((0, 0), (0, self.model_grid.n_fft // 2 + 1 - xm.shape[1])))
+            spec_m = stft(torch.from_numpy(np.ascontiguousarray(xm, np.float32)), self.model_grid)  # (Cm, T, F)
+            mag = magnitude(spec_m).numpy()
         Cm = mag.shape[0]
         B = cond.shape[0]
         # batch = conditions x mask-channels: network input (B*Cm, 1, T, F)
@@ -177,7 +189,6 @@ class Separator:
                     neg[q] = M[j]
                     j += 1
         masks = combine_masks(pos, neg, has_neg, share=settings.share)  # (Q, Cm, Tm, Fm)
-        spec_n = stft(torch.from_numpy(np.ascontiguousarray(xp, np.float32)), native)  # (C, Tn, Fn)
         Mn = interp_mask_to_native(masks, self.model_grid, native, spec_n.shape[-2])  # (Q, Cm, Tn, Fn)
         Y = spec_n[None] * Mn
         stems = istft(Y, native, n_pad)[..., :n]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP
 from plugin_bridge.errors import ConfigError
 
 __all__ = [
@@ -45,8 +46,8 @@ JOB_STATES = ("pending", "running", "done", "failed", "cancelled")
 #: Session-wide defaults for rendering (a region's preset overrides them per job).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "context_seconds": 1.0,
-    "chunk_seconds": 10.0,
-    "overlap": 0.25,
+    "chunk_seconds": DEFAULT_CHUNK_SECONDS,
+    "overlap": DEFAULT_OVERLAP,
     "backend": "auto",
     "device": "auto",
     "format": "wav24",
