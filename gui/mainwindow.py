@@ -989,10 +989,18 @@ class MainWindow(QMainWindow):
         if self.session.region(region_id).name != name:
             self._edit(lambda: self.history.rename_region(region_id, name))
 
-    def resize_region(self, region_id: str, start: int, end: int):
+    def move_region(self, region_id: str, start: int):
+        """Move a region keeping its length (timeline drag); one undo step per drag."""
+        r = self.session.region(region_id)
+        if r.start != start:
+            self._edit(lambda: self.history.move_region(region_id, start, merge=False))
+
+    def resize_region(self, region_id: str, start: int, end: int, merge: bool = True):
+        """Trim a region; the panel's spin boxes merge consecutive edits into one undo step (merge),
+        a timeline edge drag is a step of its own."""
         r = self.session.region(region_id)
         if (r.start, r.end) != (start, end):
-            if not self._edit(lambda: self.history.resize_region(region_id, start, end)):
+            if not self._edit(lambda: self.history.resize_region(region_id, start, end, merge=merge)):
                 self.query_panel.set_region(r, self.session.sample_rate)
 
     # presets

@@ -3,7 +3,9 @@
 Mouse and keys (what an editor expects):
 * wheel: vertical scroll of the lanes; Shift+wheel: horizontal scroll; Ctrl+wheel: zoom around the
   pointer (also on the ruler).  Keys are bound by the main window (+/- zoom, arrows scroll, F fit).
-* click on a lane or the ruler: move the playhead; drag on a source lane: select a region;
+* click on a lane or the ruler: move the playhead; drag on a source lane's empty space: draw a region;
+  drag inside a region: move it (same length, one undo step); drag a region's edge (within 5 px):
+  trim it; the pointer shows which (open hand / horizontal arrows);
   drag a stem/residual lane (or its header grip): drag the finished file out to a DAW or file manager.
 """
 from __future__ import annotations
@@ -236,7 +238,6 @@ class LaneView(QWidget):
         self.win = window
         self.track = track
         self.axis: TimeAxis = window.axis
-        self.setMouseTracking(False)
         # a click on the timeline takes the keyboard focus from a query field, so Space plays again
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -244,6 +245,11 @@ class LaneView(QWidget):
         self._press: QPoint | None = None
         self._press_frame = 0
         self._dragging = False
+        # editing an existing region by mouse: (mode, region id, start, end at press); mode is
+        # "move", "start" or "end".  The edit is previewed in _preview and committed once on release.
+        self._grab: tuple[str, str, int, int] | None = None
+        self._preview: tuple[str, int, int] | None = None
+        self.setMouseTracking(True)  # hover cursor over regions and their edges
         self._samples_cache: tuple | None = None
         self.last_drag_mime: QMimeData | None = None
         self.last_drag_result = None
@@ -296,7 +302,10 @@ class LaneView(QWidget):
         if s is not None:
             sel_region = self.win.current_region_id
             for reg in s.regions_on(t.id):
-                a, b = ax.x_of(reg.start), ax.x_of(reg.end)
+                start, end = reg.start, reg.end
+                if self._preview and self._preview[0] == reg.id:
+                    start, end = self._preview[1], self._preview[2]
+                a, b = ax.x_of(start), ax.x_of(end)
                 if b < 0 or a > w:
                     continue
                 selected = reg.id == sel_region
@@ -426,15 +435,49 @@ class LaneView(QWidget):
         p.drawLine(int(idx[0]), int(mid), int(idx[-1]), int(mid))
 
     # -- mouse ------------------------------------------------------------------------------------
+    EDGE_PX = 5
+
+    def region_hit(self, x: float) -> tuple[str, str, int, int] | None:
+        """What a press at pixel ``x`` would grab: ("start"|"end", id, start, end) within EDGE_PX of an
+        edge (the nearest edge wins), ("move", ...) inside a region, else None.  Source lanes only."""
+        s = self.win.session
+        if s is None or self.is_stem:
+            return None
+        best = None
+        for reg in s.regions_on(self.track.id):
+            for mode, fr in (("start", reg.start), ("end", reg.end)):
+                d = abs(self.axis.x_of(fr) - x)
+                if d <= self.EDGE_PX and (best is None or d < best[0]):
+                    best = (d, (mode, reg.id, reg.start, reg.end))
+        if best:
+            return best[1]
+        f = self.axis.frame_at(x)
+        for reg in s.regions_on(self.track.id):
+            if reg.start <= f < reg.end:
+                return ("move", reg.id, reg.start, reg.end)
+        return None
+
+    def _hover_cursor(self, x: float):
+        hit = self.region_hit(x)
+        if hit is None:
+            self.unsetCursor()
+        elif hit[0] == "move":
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+        else:
+            self.setCursor(Qt.CursorShape.SizeHorCursor)
+
     def mousePressEvent(self, ev):
         if ev.button() != Qt.MouseButton.LeftButton:
             return super().mousePressEvent(ev)
         self._press = ev.position().toPoint()
         self._press_frame = self.axis.frame_at(ev.position().x())
         self._dragging = False
+        self._grab = self.region_hit(ev.position().x())
+        self._preview = None
 
     def mouseMoveEvent(self, ev):
         if self._press is None or not (ev.buttons() & Qt.MouseButton.LeftButton):
+            self._hover_cursor(ev.position().x())
             return
         pos = ev.position().toPoint()
         if not self._dragging and (pos - self._press).manhattanLength() < QApplication.startDragDistance():
@@ -445,6 +488,19 @@ class LaneView(QWidget):
             self.start_drag()
             return
         f = max(0, self.axis.frame_at(ev.position().x()))
+        if self._grab is not None:
+            mode, rid, a, b = self._grab
+            delta = f - self._press_frame
+            if mode == "move":
+                self.setCursor(Qt.CursorShape.ClosedHandCursor)
+                na = max(0, a + delta)
+                self._preview = (rid, na, na + (b - a))
+            elif mode == "start":
+                self._preview = (rid, min(max(0, a + delta), b - 1), b)
+            else:
+                self._preview = (rid, a, max(a + 1, b + delta))
+            self.update()
+            return
         self.axis.selection = (self.track.id, self._press_frame, f)
         self.axis.changed.emit()
 
@@ -453,6 +509,18 @@ class LaneView(QWidget):
             return
         press_frame = self._press_frame
         self._press = None
+        grab, preview = self._grab, self._preview
+        self._grab = self._preview = None
+        if self._dragging and grab is not None:
+            self._hover_cursor(ev.position().x())
+            if preview is not None and (preview[1], preview[2]) != (grab[2], grab[3]):
+                if grab[0] == "move":
+                    self.win.move_region(grab[1], preview[1])
+                else:
+                    self.win.resize_region(grab[1], preview[1], preview[2], merge=False)
+                self.regionClicked.emit(grab[1])
+            self.update()
+            return
         if self._dragging and self.axis.selection and self.axis.selection[0] == self.track.id:
             _, a, b = self.axis.selection
             self.axis.selection = None

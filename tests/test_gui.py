@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt6.QtCore import QPoint, QPointF, Qt, QUrl, QMimeData  # noqa: E402
-from PyQt6.QtGui import QDragEnterEvent, QDropEvent, QWheelEvent  # noqa: E402
+from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt, QUrl, QMimeData  # noqa: E402
+from PyQt6.QtGui import QDragEnterEvent, QDropEvent, QMouseEvent, QWheelEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
@@ -242,6 +242,71 @@ def test_cancel_and_failure_are_messages_not_crashes(tmp_path, make_window, qtbo
     bad.write_bytes(b"RIFF0000WAVEjunk")
     assert not w.open_path(str(bad))
     assert "broken.wav" in w.last_error and w.session is s
+
+
+def test_drag_a_region_to_move_it_and_its_edges_to_trim_it(tmp_path, make_window, qtbot):
+    folder = str(tmp_path / "proj")
+    _make_session_folder(folder, 3.0)
+    w = make_window()
+    assert w.open_path(folder)
+    s = w.session
+    src = s.tracks[0]
+    lane = w.timeline.rows[src.id].view
+    ax = w.axis
+    x = lambda f: int(ax.x_of(f))  # noqa: E731
+    _drag(lane, x(RATE * 0.5), x(RATE * 1.0))
+    r = s.regions[0]
+    a0, b0 = r.start, r.end
+    length = b0 - a0
+
+    # the pointer tells what a press would grab (hover: a move with no button held)
+    def hover(px):
+        pos = QPointF(px, lane.height() / 2)
+        QApplication.sendEvent(lane, QMouseEvent(QEvent.Type.MouseMove, pos, lane.mapToGlobal(pos),
+                                                 Qt.MouseButton.NoButton, Qt.MouseButton.NoButton,
+                                                 Qt.KeyboardModifier.NoModifier))
+        return lane.cursor().shape()
+    assert hover(x((a0 + b0) // 2)) == Qt.CursorShape.OpenHandCursor
+    assert hover(x(b0) + 2) == Qt.CursorShape.SizeHorCursor
+    assert hover(x(b0) + 40) == Qt.CursorShape.ArrowCursor
+
+    # drag the body right: same length, moved by exactly the frames under the pointer, one undo step
+    p0, p1 = x((a0 + b0) // 2), x((a0 + b0) // 2) + 120
+    _drag(lane, p0, p1)
+    shift = ax.frame_at(p1) - ax.frame_at(p0)
+    assert shift > 0 and len(s.regions) == 1
+    assert (r.start, r.end) == (a0 + shift, b0 + shift) and r.end - r.start == length
+    assert w.history.undo_label.startswith("Move region") and w.current_region_id == r.id
+    assert w.query_panel.region_id == r.id
+
+    # a body drag past the lane's left end stops at frame 0, length kept
+    _drag(lane, x((r.start + r.end) // 2), -200)
+    assert (r.start, r.end) == (0, length)
+
+    # drag the end edge left: a trim of the end only
+    e0 = x(r.end)
+    _drag(lane, e0, e0 - 40)
+    trim = ax.frame_at(e0 - 40) - ax.frame_at(e0)
+    assert trim < 0 and (r.start, r.end) == (0, length + trim)
+    # the start edge, dragged past the end, stops one frame short of it
+    _drag(lane, x(r.start) + 1, x(r.end) + 60)
+    assert (r.start, r.end) == (length + trim - 1, length + trim)
+    assert w.history.undo_label.startswith("Resize region")
+
+    # undo walks back each drag; the drawn region is where it was
+    for _ in range(4):
+        w.act_undo.trigger()
+    r = s.regions[0]
+    assert (r.start, r.end) == (a0, b0)
+    w.act_undo.trigger()   # the fifth undo removes the drawn region: each drag was exactly one step
+    assert s.regions == []
+    w.act_redo.trigger()
+    r = s.regions[0]
+    # a plain click inside the region still just selects it, and draws nothing new
+    w.select_region(None)
+    QTest.mouseClick(lane, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     QPoint(x((a0 + b0) // 2), lane.height() // 2))
+    assert w.current_region_id == r.id and len(s.regions) == 1 and (r.start, r.end) == (a0, b0)
 
 
 def test_drop_files_opens_them(tmp_path, make_window):

@@ -19,7 +19,7 @@ from PyQt6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
-from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS  # noqa: E402
+from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP  # noqa: E402
 
 RATE = 48000
 SB = QMessageBox.StandardButton
@@ -370,13 +370,14 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     dlg = w.active_dialog
     assert isinstance(dlg, SettingsDialog) and dlg.isVisible()
     assert (dlg.format.currentData(), dlg.depth.currentData(), dlg.chunk.value()) == ("wav", "24", DEFAULT_CHUNK_SECONDS)
+    assert dlg.overlap.value() == round(DEFAULT_OVERLAP * 100)
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
     dlg.backend.setCurrentIndex(dlg.backend.findData("onnx"))
     QTest.keyClicks(dlg.ckpt, str(ckpt))                 # typing a path picks "AudioSep checkpoint"
     assert dlg.custom.isChecked()
     QTest.keyClicks(dlg.tok, str(tok))
     dlg.chunk.setValue(2.5)
-    dlg.overlap.setValue(10)
+    dlg.overlap.setValue(30)
     dlg.format.setCurrentIndex(dlg.format.findData("flac"))
     dlg.depth.setCurrentIndex(dlg.depth.findData("24"))
     assert not dlg.depth.model().item(dlg.depth.findData("32f")).isEnabled()   # FLAC has no float
@@ -397,11 +398,11 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
         d = json.load(f)
     assert (d["device"], d["backend"], d["model"], d["checkpoint"], d["tokenizer"], d["audio_device"]) == \
            ("cpu", "onnx", "checkpoint", str(ckpt), str(tok), "Studio Out")
-    assert d["render"] == {"chunk_seconds": 2.5, "overlap": 0.1, "format": "flac24", "name_template": "{track}_{label}"}
+    assert d["render"] == {"chunk_seconds": 2.5, "overlap": 0.3, "format": "flac24", "name_template": "{track}_{label}"}
     assert w.app_settings.model_spec() == (str(ckpt), str(tok))
     assert w.player.device == 3                                    # the chosen output, by name
     # the session's render settings changed as one undo step
-    want = {"chunk_seconds": 2.5, "overlap": 0.1, "format": "flac24", "name_template": "{track}_{label}"}
+    want = {"chunk_seconds": 2.5, "overlap": 0.3, "format": "flac24", "name_template": "{track}_{label}"}
     assert {k: s.settings[k] for k in want} == want
     w.act_undo.trigger()
     assert all(k not in s.settings for k in want)
@@ -413,7 +414,7 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     _render(w, qtbot)
     assert asked[-1] == ("onnx", "cpu")
     st = seps[-1].calls[-1]["settings"]
-    assert (st.chunk_seconds, st.overlap) == (2.5, 0.1)
+    assert (st.chunk_seconds, st.overlap) == (2.5, 0.3)
     stems = [t for t in s.tracks if t.kind != "source"]
     assert [os.path.basename(t.path) for t in stems] == ["01_dialogue_dialogue.flac", "01_dialogue_Residual.flac"]
     for t in stems:
@@ -430,7 +431,7 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     assert {k: w2.session.settings[k] for k in want} == want and not w2.history.dirty
     w2.settings_dialog()
     d2 = w2.active_dialog
-    assert (d2.format.currentData(), d2.depth.currentData(), d2.chunk.value(), d2.overlap.value()) == ("flac", "24", 2.5, 10)
+    assert (d2.format.currentData(), d2.depth.currentData(), d2.chunk.value(), d2.overlap.value()) == ("flac", "24", 2.5, 30)
     assert d2.custom.isChecked() and d2.ckpt.text() == str(ckpt)
     d2.reject()
 
