@@ -1117,6 +1117,9 @@ class MainWindow(QMainWindow):
         if job.status == "failed":
             self.statusBar().showMessage(f"Render failed: {job.error}", 15000)
             self.last_error = job.error
+        elif job.status == "done" and job.error:
+            # finished, with something the user should know (e.g. a query far from the model's concepts)
+            self.statusBar().showMessage(f"Rendered, with a warning: {job.error}", 30000)
 
     def _apply_render(self, payload):
         tracks, stems, label, job_id, done, box = payload

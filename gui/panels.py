@@ -352,8 +352,10 @@ class JobRow(QFrame):
         else:
             txt = f"failed: {job.error}"
         self.status.setText(txt)
+        self.status.setToolTip(txt)   # a warning can be longer than the row
         self.status.setProperty("state", st)
-        self.status.setStyleSheet("color: #ff8080" if st == "failed" else "")
+        warn = st == "done" and bool(job.error)
+        self.status.setStyleSheet("color: #ff8080" if st == "failed" else "color: #ffd166" if warn else "")
 
 
 class JobPanel(QGroupBox):

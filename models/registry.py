@@ -44,6 +44,7 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
     encoder_options: dict = field(default_factory=dict)
     _encoder: object = None
+    _concept_index: object = None   # built on first use by concept_index_for()
 
     @property
     def cfg(self) -> ResUNetConfig:
@@ -202,3 +203,39 @@ class ConceptIndex:
                 unsup = self.unsupported[j]
         return ConceptMatch(query, top, ranked, known=top >= self.threshold and unsup is None,
                             unsupported_hit=unsup)
+
+
+def concept_index_for(model) -> "ConceptIndex | None":
+    """The trained-concept index of ``model`` (built once per loaded model), or None when the model has
+    no vocabulary to check against: random weights, or another query encoder (AudioSep's CLAP was
+    trained on open-vocabulary captions)."""
+    if getattr(model, "is_random", True) or getattr(model, "encoder_id", None) != "minilm-l6-v2":
+        return None
+    idx = getattr(model, "_concept_index", None)
+    if idx is None:
+        vocab = load_label_vocabulary()
+        if not vocab.get("labels"):
+            return None
+        idx = ConceptIndex(model.encoder(), vocab)
+        model._concept_index = idx
+    return idx
+
+
+def query_warnings(model, texts: list[str]) -> list[str]:
+    """One message per query far from everything the model was trained on: the closest trained
+    concepts with their similarity, so the user can rephrase instead of getting a silent poor stem."""
+    idx = concept_index_for(model)
+    if idx is None:
+        return []
+    out = []
+    for text in texts:
+        m = idx.match(text)
+        if m.known:
+            continue
+        near = ", ".join(f"{lab} ({sim:.2f})" for lab, sim in m.closest)
+        why = (f"it is close to '{m.unsupported_hit}', which the model was not trained on; "
+               if m.unsupported_hit else "")
+        out.append(f"query '{text}' is far from what this model knows ({why}similarity {m.similarity:.2f}); "
+                   f"closest concepts: {near}. The result may be poor.")
+    return out
+

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import numpy as np
@@ -11,6 +12,7 @@ from pedalboard.io import AudioFile
 from plugin_bridge.engine.reader import read_all
 from plugin_bridge.engine.separator import Separator
 from plugin_bridge.errors import JobCancelled
+from plugin_bridge.models.registry import DEFAULT_WEIGHTS, load_model
 from plugin_bridge.session.history import History
 from plugin_bridge.session.jobs import JobQueue, make_job, plan_job, run_job, sanitize_filename
 from plugin_bridge.session.model import QuerySpec, Region, Session
@@ -295,3 +297,22 @@ def test_query_plugin_chain_is_rendered_into_its_stem(tmp_path, model, monkeypat
     res2 = run_job(s, make_job(s, r.id), sep_with(model, 0.0))
     a2 = read_all(res2.stems[0].path)[0]
     assert np.abs(a2 - a / 2).max() < 1e-6 and "skipped" in res2.warnings[0]
+
+
+@pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="no embedded weights in this checkout")
+def test_a_query_far_from_the_trained_concepts_is_flagged_in_the_job(tmp_path):
+    """The embedded model knows 43 concepts: a render with a query far from all of them still runs, but
+    says so (with the closest concepts and similarities) in the job's warnings, which the app's job list
+    and `session run` show; a trained concept gets no warning."""
+    trained = load_model(None)
+    x = (np.random.RandomState(5).randn(1, SR) * 0.1).astype(np.float32)
+    s = new_session(tmp_path, x)
+    region = Region(track_id=s.tracks[0].id, start=0, end=SR // 2,
+                    queries=[QuerySpec("speech"), QuerySpec("a jet engine spooling up on the runway")])
+    s.regions.append(region)
+    res = run_job(s, make_job(s, region.id), Separator(trained, backend=ConstantMaskBackend(0.0)))
+    assert len(res.stems) == 3
+    far = [w for w in res.warnings if "far from what this model knows" in w]
+    assert len(far) == 1 and "jet engine" in far[0] and "speech" not in far[0].split("closest")[0]
+    # closest concepts are named with a similarity each
+    assert re.search(r"closest concepts: [a-z_ ]+ \(-?\d\.\d\d\)", far[0])

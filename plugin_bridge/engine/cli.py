@@ -71,7 +71,7 @@ def _progress_printer(quiet: bool):
 def cmd_separate(args) -> int:
     from plugin_bridge.engine.reader import probe
     from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
-    from plugin_bridge.models.registry import ConceptIndex, load_label_vocabulary, load_model
+    from plugin_bridge.models.registry import load_model, query_warnings
 
     if not args.query:
         raise ConfigError("give at least one query, e.g. -q speech")
@@ -92,16 +92,8 @@ def cmd_separate(args) -> int:
               "The output shows the plumbing, not a separation.", file=sys.stderr)
     sep = Separator(model, backend=args.backend, device=args.device, threads=args.threads)
     if not args.quiet:
-        vocab = load_label_vocabulary()
-        if vocab.get("labels") and model.encoder_id == "minilm-l6-v2" and not model.is_random:
-            idx = ConceptIndex(model.encoder(), vocab)
-            for q in queries:
-                m = idx.match(q.text)
-                if not m.known:
-                    near = ", ".join(f"{lab} ({s:.2f})" for lab, s in m.closest)
-                    why = f"it is close to '{m.unsupported_hit}', which the model was not trained on; " if m.unsupported_hit else ""
-                    print(f"WARNING: query '{q.text}' is far from what this model knows ({why}similarity "
-                          f"{m.similarity:.2f}); closest concepts: {near}. The result may be poor.", file=sys.stderr)
+        for msg in query_warnings(model, [q.text for q in queries]):
+            print(f"WARNING: {msg}", file=sys.stderr)
         print(f"model: {model.name}  backend: {sep.backend.name} ({getattr(sep.backend, 'device', 'cpu')})",
               file=sys.stderr)
         print(f"input: {args.input}  {info.sample_rate} Hz, {info.channels} ch, {info.duration:.2f} s", file=sys.stderr)

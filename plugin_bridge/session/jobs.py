@@ -251,6 +251,11 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
             eta = None if p.eta_seconds is None else p.eta_seconds + 0.1 * p.elapsed
             report(0.9 * p.fraction, eta, "separating")
 
+        model = getattr(separator, "model", None)
+        if model is not None:
+            from plugin_bridge.models.registry import query_warnings
+
+            warnings.extend(query_warnings(model, [q.text for q in queries]))
         res = separator.separate_file(
             plan.track.path, eq, work, fmt="wav32f", settings=sep_settings, progress=sep_progress, cancel=cancel,
             region=(plan.read_start, plan.read_end), names=[f"q{i}" for i in range(len(eq))],
