@@ -159,3 +159,28 @@ def test_loss_weighs_quiet_and_loud_examples_alike():
     quiet = level_normalised_l1(est * 1e-3, tgt * 1e-3, mix * 1e-3)
     assert float(loud) == pytest.approx(float(quiet), rel=1e-4)
     assert float(level_normalised_l1(tgt, tgt, mix)) == 0.0
+
+
+def test_model_card_status_is_judged_from_the_measured_numbers():
+    """The card's status line is computed from the benchmark and speed files, so it can never claim a
+    target the numbers do not show."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_model_card", os.path.join(os.path.dirname(__file__), "..", "scripts", "make_model_card.py"))
+    card = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(card)
+
+    def bench(overall, ratio, fams):
+        return {"summary": {"overall": {"sdri_median": overall, "oracle_ratio": ratio},
+                            "families": {k: {"sdri_median": v} for k, v in fams.items()}}}
+
+    short = card.status_line(bench(6.1, 0.42, {"speech": 9.0, "instruments": 3.4}), {"x_realtime_onnx": 47.0})
+    assert short.startswith("**Status: interim checkpoint.**")
+    met, missed = short.split("NOT met:")
+    assert "47.0x real time" in met and "median dev SDRi 6.10 dB" in missed
+    assert "lowest family instruments 3.40 dB" in missed and "42 %" in missed
+    done = card.status_line(bench(8.4, 0.8, {"speech": 9.0, "instruments": 5.2}), {"x_realtime_onnx": 41.0})
+    assert done.startswith("**Status: all targets met.**") and "NOT met" not in done
+    edge = card.status_line(bench(8.4, 0.8, {"speech": 9.0, "instruments": 5.2}), {"x_realtime_onnx": 39.9})
+    assert "NOT met: 39.9x real time" in edge
