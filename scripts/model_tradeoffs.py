@@ -27,19 +27,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 P5 = ((2, 2), (2, 2), (2, 2), (2, 2), (1, 2))
+
+
+def _cfg(n_fft: int, hop: int, first: int) -> dict:
+    """A candidate grid/width: channels double per level from ``first``; the bottleneck matches the last."""
+    ch = tuple(first * 2 ** k for k in range(5))
+    return dict(n_fft=n_fft, hop=hop, encoder_channels=ch, encoder_pools=P5, bottleneck_channels=ch[-1])
+
+
 CANDIDATES = {
-    "16k 512/256, 12..192 (shipped)": dict(n_fft=512, hop=256, encoder_channels=(12, 24, 48, 96, 192),
-                                           encoder_pools=P5, bottleneck_channels=192),
-    "16k 512/256, 8..128": dict(n_fft=512, hop=256, encoder_channels=(8, 16, 32, 64, 128),
-                                encoder_pools=P5, bottleneck_channels=128),
-    "16k 512/256, 16..256": dict(n_fft=512, hop=256, encoder_channels=(16, 32, 64, 128, 256),
-                                 encoder_pools=P5, bottleneck_channels=256),
-    "16k 512/160, 12..192": dict(n_fft=512, hop=160, encoder_channels=(12, 24, 48, 96, 192),
-                                 encoder_pools=P5, bottleneck_channels=192),
-    "16k 256/128, 12..192": dict(n_fft=256, hop=128, encoder_channels=(12, 24, 48, 96, 192),
-                                 encoder_pools=P5, bottleneck_channels=192),
-    "16k 1024/256, 12..192": dict(n_fft=1024, hop=256, encoder_channels=(12, 24, 48, 96, 192),
-                                  encoder_pools=P5, bottleneck_channels=192),
+    "16k 512/256, 12..192 (shipped)": _cfg(512, 256, 12),
+    "16k 512/256, 8..128": _cfg(512, 256, 8),
+    "16k 512/256, 16..256": _cfg(512, 256, 16),
+    "16k 512/160, 12..192": _cfg(512, 160, 12),
+    "16k 256/128, 12..192": _cfg(256, 128, 12),
+    "16k 1024/256, 12..192": _cfg(1024, 256, 12),
 }
 
 
