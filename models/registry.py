@@ -238,4 +238,3 @@ def query_warnings(model, texts: list[str]) -> list[str]:
         out.append(f"query '{text}' is far from what this model knows ({why}similarity {m.similarity:.2f}); "
                    f"closest concepts: {near}. The result may be poor.")
     return out
-
