@@ -89,3 +89,28 @@ def test_helpers_and_bad_arguments():
         run_bench(argparse.Namespace(minutes=0.05, backends="torch", rss_lengths="1,x", audiosep=False))
     with pytest.raises(ConfigError, match="unknown backend"):
         run_bench(argparse.Namespace(minutes=0.05, backends="torch,tpu", rss_lengths="", audiosep=False))
+
+
+def test_repeated_bench_reports_medians_of_fresh_processes_and_a_second_pass(capsys, tmp_path):
+    import json
+
+    out_json = tmp_path / "speed.json"
+    args = argparse.Namespace(minutes=0.05, model="random-demo", backends="torch", audiosep=False,
+                              rss_lengths="", threads=1, encoder="hash", repeat=2, json=str(out_json))
+    assert run_bench(args) == 0
+    out = capsys.readouterr().out
+    headers, rows = _rows(out, "backend  runs")
+    assert headers == ["backend", "runs", "first_file_x_median", "first_file_x_min", "first_file_x_max",
+                       "second_file_x_median"]
+    name, runs, med, lo, hi, warm = rows[0]
+    assert (name, runs) == ("torch", "2")
+    assert float(lo) <= float(med) <= float(hi) and float(warm) > 0
+    fig = json.loads(out_json.read_text())["backends"]["torch"]
+    assert len(fig["first_file_x"]) == 2 and len(fig["second_file_x"]) == 2
+    assert abs(fig["first_file_x_median"] - float(np.median(fig["first_file_x"]))) < 1e-9
+    # the speed table shows the fresh-process run whose first-file time is the (lower) median
+    _, srows = _rows(out, "backend  audio_s")
+    assert abs(float(srows[0][4]) - fig["x_realtime"]) < 0.01 * fig["x_realtime"] + 0.01
+    assert fig["x_realtime"] in fig["first_file_x"]
+    with pytest.raises(ConfigError):
+        run_bench(argparse.Namespace(**{**vars(args), "repeat": 0, "json": None}))

@@ -52,6 +52,10 @@ def register(sub) -> None:
                    help="comma-separated minutes for the flat-memory check, e.g. 10,120")
     b.add_argument("--gui", action="store_true", help="also time the desktop app's cold start")
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--repeat", type=int, default=1,
+                   help="fresh processes per backend (taking turns); >1 also times a second pass per process "
+                        "and prints medians")
+    b.add_argument("--json", default=None, help="also write the speed figures as JSON here")
     b.set_defaults(func=cmd_bench)
 
 
