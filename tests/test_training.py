@@ -132,12 +132,32 @@ def test_train_loop_checkpoints_and_resumes(tmp_path):
     assert res["step"] == 6
     assert os.path.exists(os.path.join(run, "state.pt")) and os.path.exists(os.path.join(run, "best.safetensors"))
     log = [json.loads(l) for l in open(os.path.join(run, "log.jsonl"))]
-    assert [r["step"] for r in log if r.get("kind") == "val"] == [3, 6]
+    vals = [r for r in log if r.get("kind") == "val"]
+    assert [r["step"] for r in vals] == [3, 6]
+    # every validated model is kept; the best is the one with the highest mean of family medians
+    from safetensors import safe_open
+
+    assert sorted(os.listdir(os.path.join(run, "snapshots"))) == ["step000003.safetensors", "step000006.safetensors"]
+    for v in vals:
+        assert v["select"] == pytest.approx(float(np.mean(list(v["family_median_sdri"].values()))))
+    top = max(vals, key=lambda v: v["select"])
+    with safe_open(os.path.join(run, "best.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert int(meta["step"]) == top["step"] and float(meta["dev_select"]) == pytest.approx(top["select"], abs=1e-3)
     cfg.max_steps = 8
     res = train(cfg, TINY, encoder=HashEncoder(384), log=lambda s: None)
     assert res["step"] == 8  # resumed at 6, not restarted
     st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
     assert st["step"] == 8
+    assert st["best"] == pytest.approx(top["select"])  # the resumed run kept its best score
+
+    # A run checkpointed under the old rule (best = overall median) is rescored from its log on resume.
+    st["selection"] = "median_sdri"
+    st["best"] = 99.0
+    torch.save(st, os.path.join(run, "state.pt"))
+    from plugin_bridge.models.training.train import _rescore_best
+
+    assert _rescore_best(run) == pytest.approx(top["select"])
 
 
 def test_lr_schedule_warms_up_and_decays():

@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init)
     res = train(cfg, log=lambda s: print(s, flush=True))
-    print(f"stopped at step {res['step']}; best median dev SDRi {res['best']:.2f} dB; {res['hours']:.2f} h trained")
+    print(f"stopped at step {res['step']}; best dev score (mean of family median SDRi) {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0
 
 

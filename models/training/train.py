@@ -5,8 +5,8 @@
 * on-the-fly mixtures (``mixer.py``), text queries embedded once with the default encoder (MiniLM);
 * L1 waveform loss (as AudioSep) normalised by each mixture's level, AdamW, warm-up then cosine decay over ``--planned-steps``;
 * every ``--val-every`` steps: SDRi on a fixed dev set (held-out groups of the training packages,
-  in-distribution), logged to ``log.jsonl``; the best model by median dev SDRi is kept as
-  ``best.safetensors``;
+  in-distribution), logged to ``log.jsonl``; every validated model is kept under ``snapshots/`` and the
+  best by the mean of the per-family median dev SDRi (``SELECTION``) as ``best.safetensors``;
 * a checkpoint (``state.pt``: tensors and plain numbers only, loadable with weights_only=True) every
   few minutes and at exit; rerunning the command resumes from it.
 """
@@ -121,20 +121,50 @@ def evaluate(net: ResUNet, table: QueryTable, examples, labels: dict, device: st
     fam: dict[str, list[float]] = {}
     for r in rows:
         fam.setdefault(r["family"], []).append(r["sdri"])
+    fam_med = {f: float(np.median(v)) for f, v in fam.items()}
     return {"median_sdri": float(np.median([r["sdri"] for r in rows])),
             "mean_sdri": float(np.mean([r["sdri"] for r in rows])),
-            "family_median_sdri": {f: float(np.median(v)) for f, v in fam.items()},
+            "family_median_sdri": fam_med,
+            "select": selection_score(fam_med),
             "n": len(rows)}
+
+
+#: What picks ``best.safetensors``.  The overall median of a dev set made of three families sits in the
+#: gap between them and jumps by several tenths of a dB when a few mixtures cross it, even when every
+#: family improved (steps 2750 -> 3000 of the shipped run: +0.26/+0.43/+0.27 dB per family, -0.01 dB
+#: overall).  The mean of the three family medians follows all of them.
+SELECTION = "mean_family_median_sdri"
+
+
+def selection_score(family_medians: dict[str, float]) -> float:
+    return float(np.mean(list(family_medians.values()))) if family_medians else float("-inf")
 
 
 def _state_path(run: str) -> str:
     return os.path.join(run, "state.pt")
 
 
+def _rescore_best(run: str) -> float:
+    """The current selection score of the run's ``best.safetensors``, from its logged validation."""
+    from safetensors import safe_open
+
+    path = os.path.join(run, "best.safetensors")
+    try:
+        with safe_open(path, framework="pt") as f:
+            best_step = int((f.metadata() or {}).get("step", -1))
+        with open(os.path.join(run, "log.jsonl")) as f:
+            vals = [json.loads(line) for line in f if '"val"' in line]
+    except (OSError, ValueError):
+        return -1e9
+    scores = [selection_score(v["family_median_sdri"]) for v in vals if v.get("step") == best_step]
+    return scores[-1] if scores else -1e9
+
+
 def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float,
                dev_id: str = "") -> None:
     tmp = path + ".tmp"
     torch.save({"dev_id": dev_id, "model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
+                "selection": SELECTION,
                 "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
                 "config": net.cfg.to_json()}, tmp)
     os.replace(tmp, path)
@@ -175,8 +205,10 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
         if st.get("dev_id") != dev_id:
             best = -1e9  # the dev set changed (corpus rebuilt): earlier scores are not comparable
+        elif st.get("selection") != SELECTION:
+            best = _rescore_best(cfg.run)  # a run started under the old rule (overall median)
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
-        log(f"resumed from step {step} (best median dev SDRi {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
+        log(f"resumed from step {step} (best dev score {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
     elif cfg.init:
         from safetensors import safe_open
         from safetensors.torch import load_file
@@ -245,14 +277,18 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                 ev.update({"step": step, "hours": elapsed / 3600, "time": time.time(), "kind": "val"})
                 logf.write(json.dumps(ev) + "\n")
                 logf.flush()
-                log(f"val step {step}: median SDRi {ev['median_sdri']:.2f} dB  {ev['family_median_sdri']}")
-                if ev["median_sdri"] > best:
-                    best = ev["median_sdri"]
-                    save_safetensors_model(net.cpu() if device != "cpu" else net,
-                                           os.path.join(cfg.run, "best.safetensors"),
-                                           step=step, dev_median_sdri=f"{best:.3f}",
-                                           train_hours=f"{elapsed / 3600:.3f}")
-                    net.to(device)
+                log(f"val step {step}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
+                    f"{ev['select']:.2f} dB  {ev['family_median_sdri']}")
+                meta = dict(step=step, dev_median_sdri=f"{ev['median_sdri']:.3f}",
+                            dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
+                cpu_net = net.cpu() if device != "cpu" else net
+                # every validated model is kept (16 MB each) so a choice can be revisited later
+                os.makedirs(os.path.join(cfg.run, "snapshots"), exist_ok=True)
+                save_safetensors_model(cpu_net, os.path.join(cfg.run, "snapshots", f"step{step:06d}.safetensors"), **meta)
+                if ev["select"] > best:
+                    best = ev["select"]
+                    save_safetensors_model(cpu_net, os.path.join(cfg.run, "best.safetensors"), **meta)
+                net.to(device)
             if now - t_ckpt > cfg.ckpt_every_s:
                 save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id)
                 t_ckpt = now
