@@ -96,7 +96,7 @@ def test_repeated_bench_reports_medians_of_fresh_processes_and_a_second_pass(cap
 
     out_json = tmp_path / "speed.json"
     args = argparse.Namespace(minutes=0.05, model="random-demo", backends="torch", audiosep=False,
-                              rss_lengths="", threads=1, encoder="hash", repeat=2, json=str(out_json))
+                              rss_lengths="", threads=1, encoder="hash", repeat=2, json=str(out_json), rate=44100)
     assert run_bench(args) == 0
     out = capsys.readouterr().out
     headers, rows = _rows(out, "backend  runs")
@@ -104,7 +104,10 @@ def test_repeated_bench_reports_medians_of_fresh_processes_and_a_second_pass(cap
                        "second_file_x_median"]
     name, runs, med, lo, hi, warm = rows[0]
     assert (name, runs) == ("torch", "2")
+    assert "44.1 kHz stereo" in out
     assert float(lo) <= float(med) <= float(hi) and float(warm) > 0
+    _, srows = _rows(out, "backend  audio_s")
+    assert srows[0][1] == "3.0"  # 0.05 min, measured from the stems written at 44.1 kHz
     fig = json.loads(out_json.read_text())["backends"]["torch"]
     assert len(fig["first_file_x"]) == 2 and len(fig["second_file_x"]) == 2
     assert abs(fig["first_file_x_median"] - float(np.median(fig["first_file_x"]))) < 1e-9

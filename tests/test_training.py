@@ -159,6 +159,28 @@ def test_train_loop_checkpoints_and_resumes(tmp_path):
 
     assert _rescore_best(run) == pytest.approx(top["select"])
 
+    # Checkpoint averaging: the mean of the last two snapshots, validated, kept only if it scores higher.
+    from safetensors.torch import load_file
+
+    from plugin_bridge.models.training.train import average_into_best, average_snapshots
+
+    snaps = [load_file(os.path.join(run, "snapshots", f"step00000{k}.safetensors")) for k in (3, 6)]
+    net, steps = average_snapshots(run, 2)
+    assert steps == [3, 6]
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (snaps[0][k] + snaps[1][k]) / 2, atol=1e-6), k
+    ev = average_into_best(cfg, 2, encoder=HashEncoder(384), log=lambda s: None)
+    rec = [json.loads(l) for l in open(os.path.join(run, "log.jsonl"))][-1]
+    assert rec["kind"] == "val-average" and rec["averaged_steps"] == [3, 6] and rec["kept"] == ev["kept"]
+    assert ev["kept"] == (ev["select"] > top["select"])
+    with safe_open(os.path.join(run, "best.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert (meta.get("averaged_steps") == "3,6") == ev["kept"]
+    assert _rescore_best(run) == pytest.approx(max(ev["select"], top["select"]))
+    with pytest.raises(ValueError, match="at least 2"):
+        average_snapshots(str(tmp_path / "no-run"), 3)
+
 
 def test_lr_schedule_warms_up_and_decays():
     cfg = TrainConfig(lr=1e-3, min_lr=1e-5, warmup=10, planned_steps=110)

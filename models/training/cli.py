@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
+    p.add_argument("--average-last", type=int, metavar="N", default=None,
+                   help="instead of training, average the run's last N validated snapshots, validate the mean and "
+                        "keep it as best.safetensors if it scores higher (stop the trainer first)")
     p.set_defaults(func=cmd_train)
 
     b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
@@ -49,8 +52,12 @@ def cmd_train(args) -> int:
         os.replace(tmp, args.export)
         print(f"exported {src} -> {args.export}")
         return 0
-    from plugin_bridge.models.training.train import TrainConfig, train
+    from plugin_bridge.models.training.train import TrainConfig, average_into_best, train
 
+    if args.average_last is not None:
+        cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
+        average_into_best(cfg, args.average_last, log=lambda s: print(s, flush=True))
+        return 0
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init)

@@ -151,12 +151,18 @@ def _rescore_best(run: str) -> float:
     path = os.path.join(run, "best.safetensors")
     try:
         with safe_open(path, framework="pt") as f:
-            best_step = int((f.metadata() or {}).get("step", -1))
+            meta = f.metadata() or {}
+        best_step = int(meta.get("step", -1))
         with open(os.path.join(run, "log.jsonl")) as f:
-            vals = [json.loads(line) for line in f if '"val"' in line]
+            vals = [json.loads(line) for line in f if '"val' in line]
     except (OSError, ValueError):
         return -1e9
-    scores = [selection_score(v["family_median_sdri"]) for v in vals if v.get("step") == best_step]
+    if meta.get("averaged_steps"):  # an average kept by average_into_best
+        avg = [int(v) for v in meta["averaged_steps"].split(",")]
+        scores = [v["select"] for v in vals if v.get("kind") == "val-average" and v.get("averaged_steps") == avg]
+    else:
+        scores = [selection_score(v["family_median_sdri"]) for v in vals
+                  if v.get("kind") == "val" and v.get("step") == best_step]
     return scores[-1] if scores else -1e9
 
 
@@ -298,3 +304,79 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         for s, h in old.items():
             signal.signal(s, h)
     return {"step": step, "best": best, "hours": elapsed / 3600}
+
+
+def average_snapshots(run: str, last: int) -> tuple[ResUNet, list[int]]:
+    """The element-wise mean of the run's last ``last`` validated snapshots (checkpoint averaging).
+
+    Late in a cosine schedule neighbouring checkpoints sit in the same basin; their mean usually scores a
+    little better than any one of them.  Integer buffers (BatchNorm's batch counters) come from the newest.
+    """
+    import glob
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from plugin_bridge.models.registry import load_state_strict
+
+    paths = sorted(glob.glob(os.path.join(run, "snapshots", "step*.safetensors")))[-last:]
+    if len(paths) < 2:
+        raise ValueError(f"{run}/snapshots holds {len(paths)} snapshot(s); averaging needs at least 2")
+    configs, steps, acc = set(), [], None
+    for p in paths:
+        with safe_open(p, framework="pt") as f:
+            meta = f.metadata() or {}
+        configs.add(meta.get("config"))
+        steps.append(int(meta.get("step", -1)))
+        t = load_file(p)
+        if acc is None:
+            acc = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
+        else:
+            if set(t) != set(acc):
+                raise ValueError(f"{p} has other tensors than {paths[0]}")
+            for k, v in t.items():
+                acc[k] = acc[k] + v.double() if v.is_floating_point() else v
+    if len(configs) != 1:
+        raise ValueError("the snapshots were trained with different architectures")
+    net = ResUNet(ResUNetConfig.from_dict(json.loads(configs.pop())))
+    avg = {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in acc.items()}
+    load_state_strict(net, avg, f"average of {len(paths)} snapshots")
+    return net, steps
+
+
+def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> dict:
+    """Average the last snapshots, validate the result on the run's dev set and keep it as
+    ``best.safetensors`` when it scores higher than the current best (the run's state follows)."""
+    net, steps = average_snapshots(cfg.run, last)
+    if encoder is None:
+        from plugin_bridge.models.encoders.minilm import MiniLMEncoder
+
+        encoder = MiniLMEncoder()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
+    dev_examples, dev_labels = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds)
+    all_labels = dict(train_corpus.labels)
+    all_labels.update(dev_labels)
+    ev = evaluate(net, QueryTable(all_labels, encoder), dev_examples, all_labels, "cpu")
+    sp = _state_path(cfg.run)
+    st = torch.load(sp, map_location="cpu", weights_only=True) if os.path.exists(sp) else None
+    best = _rescore_best(cfg.run)
+    elapsed = float(st.get("elapsed", 0.0)) if st else 0.0
+    ev.update({"step": max(steps), "averaged_steps": steps, "hours": elapsed / 3600, "time": time.time(),
+               "kind": "val-average", "kept": bool(ev["select"] > best)})
+    with open(os.path.join(cfg.run, "log.jsonl"), "a") as f:
+        f.write(json.dumps(ev) + "\n")
+    log(f"average of steps {steps}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
+        f"{ev['select']:.2f} dB (best so far {best:.2f}) {ev['family_median_sdri']}")
+    if ev["kept"]:
+        save_safetensors_model(net, os.path.join(cfg.run, "best.safetensors"), step=max(steps),
+                               averaged_steps=",".join(map(str, steps)), dev_median_sdri=f"{ev['median_sdri']:.3f}",
+                               dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
+        if st is not None:
+            st["best"] = ev["select"]
+            st["selection"] = SELECTION
+            torch.save(st, sp + ".tmp")
+            os.replace(sp + ".tmp", sp)
+        log("kept as best.safetensors")
+    return ev

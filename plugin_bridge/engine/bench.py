@@ -291,6 +291,9 @@ def run_bench(args) -> int:
         if b not in ("torch", "onnx"):
             raise ConfigError(f"unknown backend {b!r} in --backends; use torch and/or onnx")
     lengths = _parse_lengths(getattr(args, "rss_lengths", ""))
+    rate = int(getattr(args, "rate", None) or BENCH_RATE)
+    if not 8000 <= rate <= 384000:
+        raise ConfigError("--rate must be between 8000 and 384000 Hz")
     threads = getattr(args, "threads", None)
     base = {"model": getattr(args, "model", None), "tokenizer": getattr(args, "tokenizer", None),
             "threads": threads, "device": getattr(args, "device", "cpu") or "cpu",
@@ -301,11 +304,11 @@ def run_bench(args) -> int:
             p = os.path.join(td, f"bench_{mins:g}min.wav")
             if not os.path.exists(p):
                 t0 = time.perf_counter()
-                make_bench_file(p, mins * 60.0)
-                print(f"(generated a {mins:g} min 48 kHz stereo test file in {time.perf_counter() - t0:.1f} s)", file=out, flush=True)
+                make_bench_file(p, mins * 60.0, rate=rate)
+                print(f"(generated a {mins:g} min {rate / 1000:g} kHz stereo test file in {time.perf_counter() - t0:.1f} s)", file=out, flush=True)
             return p
 
-        print(f"plugin-bridge bench: {minutes:g} min, 48 kHz stereo, query {QUERY!r}, threads "
+        print(f"plugin-bridge bench: {minutes:g} min, {rate / 1000:g} kHz stereo, query {QUERY!r}, threads "
               f"{threads or 'default'}, cpu count {os.cpu_count()}", file=out, flush=True)
         f = gen(minutes)
         repeat = getattr(args, "repeat", None)
@@ -325,7 +328,7 @@ def run_bench(args) -> int:
               file=out, flush=True)
         print(format_table(SPEED_HEADERS + ["speed_vs_" + backends[0]],
                            [row + [f"{results[0]['wall'] / r['wall']:.2f}x"] for row, r in zip(rows, results)]), file=out, flush=True)
-        figures = {"minutes": minutes, "threads": threads, "model": results[0]["model"], "backends": {}}
+        figures = {"minutes": minutes, "rate": rate, "threads": threads, "model": results[0]["model"], "backends": {}}
         if repeat > 1:
             reps = []
             for b in backends:

@@ -42,7 +42,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_separate)
 
     b = sub.add_parser("bench", help="measure speed (real-time factor) and memory per backend")
-    b.add_argument("--minutes", type=float, default=2.0, help="length of the generated 48 kHz stereo file")
+    b.add_argument("--minutes", type=float, default=2.0, help="length of the generated stereo file")
+    b.add_argument("--rate", type=int, default=48000,
+                   help="its sample rate (48000: the network input is read off the native spectrum; 44100: "
+                        "it is resampled)")
     b.add_argument("--model", default=None)
     b.add_argument("--backends", default="torch,onnx")
     b.add_argument("--audiosep", action="store_true",

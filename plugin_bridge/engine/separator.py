@@ -120,6 +120,13 @@ class Separator:
     #: RSS measured 1.49 GB (ONNX Runtime) / 1.10 GB (PyTorch), against 3.06 GB for 10 s chunks under ONNX.
     ACTIVATION_BUDGET = 12_500_000
 
+    #: Resampler for the network input at rates that are not whole multiples of the model rate (44.1 kHz).
+    #: Only the network's input magnitudes pass through it (the mask is applied to the native spectrum).
+    #: Measured on 40 dev mixtures upsampled to 44.1 kHz: median SDRi 7.009 dB against 7.016 dB with the
+    #: default 64-tap sinc, stems within 32 dB (median) of the default's on a wideband mix, at 1/4 of its cost
+    #: (the default took about 1/4 of the whole 44.1 kHz separation time).
+    RESAMPLE_QUALITY = "WindowedSinc16"
+
     @property
     def max_chunk_seconds(self) -> float:
         """The longest chunk this model is run on (a longer chunk setting is capped to it)."""
@@ -149,9 +156,10 @@ class Separator:
         n_out = int(round(x.shape[-1] * Rm / rate))
         if rate == Rm:
             return x
+        from pedalboard import Resample
         from pedalboard.io import StreamResampler
 
-        r = StreamResampler(float(rate), float(Rm), x.shape[0])
+        r = StreamResampler(float(rate), float(Rm), x.shape[0], getattr(Resample.Quality, self.RESAMPLE_QUALITY))
         y = np.concatenate([r.process(np.ascontiguousarray(x, np.float32)), r.process()], axis=1)
         if y.shape[1] < n_out:
             y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
