@@ -226,3 +226,28 @@ def test_model_card_status_is_judged_from_the_measured_numbers():
     assert done.startswith("**Status: all targets met.**") and "NOT met" not in done
     edge = card.status_line(bench(8.4, 0.8, {"speech": 9.0, "instruments": 5.2}), {"x_realtime_onnx": 39.9})
     assert "NOT met: 39.9x real time" in edge
+
+
+def test_model_card_speed_and_schedule_come_from_the_measured_files():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_model_card", os.path.join(os.path.dirname(__file__), "..", "scripts", "make_model_card.py"))
+    card = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(card)
+    b48 = {"minutes": 2, "rate": 48000, "threads": 2, "backends": {
+        "onnx": {"runs": 3, "first_file_x": [44.0, 46.0, 51.0], "first_file_x_median": 46.0,
+                 "second_file_x_median": 50.0, "x_realtime": 46.0},
+        "torch": {"runs": 3, "first_file_x": [30.0, 33.0, 35.0], "first_file_x_median": 33.0,
+                  "second_file_x_median": 36.0, "x_realtime": 33.0}}}
+    b44 = {"minutes": 2, "rate": 44100, "threads": 2, "backends": {
+        "onnx": {"runs": 3, "first_file_x": [37.0, 39.5, 42.0], "first_file_x_median": 39.5,
+                 "second_file_x_median": 43.0, "x_realtime": 39.5}}}
+    judged, lines = card.speed_from_bench([b48, b44])
+    assert judged == {"x_realtime_onnx": 39.5}  # the slowest rate's cold median is what is judged
+    assert "48 kHz" in lines[0] and "first file 46.0x" in lines[0] and "range 44.0-51.0x" in lines[0]
+    assert "PyTorch eager: first file 33.0x" in lines[0] and "44.1 kHz" in lines[1]
+    assert "NOT met: 39.5x" in card.status_line(None, judged)
+    log = [{"step": 10, "lr": 1e-3}, {"step": 20, "lr": 5e-5}, {"step": 30, "lr": 6e-4}, {"step": 40, "lr": 5e-4},
+           {"step": 250, "kind": "val", "median_sdri": 1.0}]
+    assert card.schedule_restarts(log) == [30]
