@@ -179,6 +179,17 @@ def main() -> int:
       "AdamW, lr 1e-3 with warm-up and cosine decay to 5e-5, re-planned per session so that each shipped "
       "checkpoint is annealed" + (f"; a new cosine cycle (warm restart) began at step(s) "
                                   f"{', '.join(map(str, schedule_restarts(log)))}." if schedule_restarts(log) else "."))
+    tc_path = os.path.join(a.run, "train_config.json") if a.run else ""
+    tc = json.load(open(tc_path)).get("train", {}) if tc_path and os.path.exists(tc_path) else {}
+    if tc.get("anneal_steps") and tc.get("anneal_from") is not None:
+        a0, n = int(tc["anneal_from"]), int(tc["anneal_steps"])
+        from dataclasses import fields
+
+        from plugin_bridge.models.training.train import TrainConfig, lr_at
+
+        tcfg = TrainConfig(**{f.name: tc[f.name] for f in fields(TrainConfig) if f.name in tc})
+        w(f"* Cool-down (`train --anneal {n}`): from step {a0} the learning rate fell from {lr_at(a0, tcfg):.1e} "
+          f"to zero by step {a0 + n} (half cosine), validated at the end.")
     if vals:
         from plugin_bridge.models.training.train import selection_score
 

@@ -251,3 +251,31 @@ def test_model_card_speed_and_schedule_come_from_the_measured_files():
     log = [{"step": 10, "lr": 1e-3}, {"step": 20, "lr": 5e-5}, {"step": 30, "lr": 6e-4}, {"step": 40, "lr": 5e-4},
            {"step": 250, "kind": "val", "median_sdri": 1.0}]
     assert card.schedule_restarts(log) == [30]
+
+
+def test_cooldown_brings_the_rate_to_zero_and_resumes_on_its_curve(tmp_path):
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-5, warmup=10, planned_steps=110, anneal_from=200, anneal_steps=100)
+    assert lr_at(150, cfg) == pytest.approx(1e-5)  # the plain schedule before the cool-down
+    assert lr_at(200, cfg) == pytest.approx(1e-5)
+    assert lr_at(250, cfg) == pytest.approx(0.5e-5)
+    assert lr_at(300, cfg) == pytest.approx(0.0, abs=1e-12)
+
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    run = str(tmp_path / "run")
+    base = dict(corpus=str(tmp_path / "corpus"), run=run, labels_json=lj, batch=4, seconds=1.0, val_every=100,
+                val_examples=6, log_every=1, warmup=2, planned_steps=20)
+    train(TrainConfig(max_steps=3, **base), TINY, encoder=HashEncoder(384), log=lambda s: None)
+    # cool-down of 4 steps from step 3, interrupted after 2 ...
+    res = train(TrainConfig(max_steps=5, anneal_steps=4, **base), TINY, encoder=HashEncoder(384), log=lambda s: None)
+    assert res["step"] == 5
+    # ... and resumed: it keeps the curve that started at step 3 and stops at step 7, validated there
+    res = train(TrainConfig(anneal_steps=4, **base), TINY, encoder=HashEncoder(384), log=lambda s: None)
+    assert res["step"] == 7
+    log = [json.loads(l) for l in open(os.path.join(run, "log.jsonl"))]
+    lrs = {r["step"]: r["lr"] for r in log if "loss" in r}
+    ref = TrainConfig(anneal_from=3, anneal_steps=4, **base)
+    for k in range(4, 8):
+        assert lrs[k] == pytest.approx(lr_at(k, ref))
+    assert lrs[7] == pytest.approx(0.0, abs=1e-12) and lrs[5] < lrs[4]
+    assert [r["step"] for r in log if r.get("kind") == "val"] == [7]
+    assert os.path.exists(os.path.join(run, "snapshots", "step000007.safetensors"))

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--anneal", type=int, metavar="N", default=0,
+                   help="cool-down: from the step the run resumes at, bring the learning rate to zero over N steps "
+                        "(half cosine), then stop; rerun with the same --anneal to resume an interrupted cool-down")
     p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
@@ -60,7 +63,8 @@ def cmd_train(args) -> int:
         return 0
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
-                      val_every=args.val_every, device=args.device, threads=args.threads, init=args.init)
+                      val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
+                      anneal_steps=args.anneal)
     res = train(cfg, log=lambda s: print(s, flush=True))
     print(f"stopped at step {res['step']}; best dev score (mean of family median SDRi) {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0

@@ -54,9 +54,22 @@ class TrainConfig:
     log_every: int = 10
     warmup_from: int = 0
     init: str | None = None  # start from these weights (safetensors) when there is no state.pt to resume
+    # Cool-down: from step ``anneal_from`` the learning rate falls from the schedule's value there to zero
+    # over ``anneal_steps`` steps (half cosine) and training stops.  ``anneal_from=None`` with
+    # ``anneal_steps`` set means "from the step the run resumes at"; the start is kept in state.pt so an
+    # interrupted cool-down resumes on the same curve.
+    anneal_steps: int = 0
+    anneal_from: int | None = None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
+    if cfg.anneal_steps and cfg.anneal_from is not None and step >= cfg.anneal_from:
+        p = min(1.0, (step - cfg.anneal_from) / cfg.anneal_steps)
+        return _schedule_lr(cfg.anneal_from, cfg) * 0.5 * (1 + math.cos(math.pi * p))
+    return _schedule_lr(step, cfg)
+
+
+def _schedule_lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         lr = cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
     else:
@@ -167,10 +180,10 @@ def _rescore_best(run: str) -> float:
 
 
 def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float,
-               dev_id: str = "") -> None:
+               dev_id: str = "", anneal_from: int | None = None) -> None:
     tmp = path + ".tmp"
     torch.save({"dev_id": dev_id, "model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
-                "selection": SELECTION,
+                "selection": SELECTION, "anneal_from": -1 if anneal_from is None else int(anneal_from),
                 "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
                 "config": net.cfg.to_json()}, tmp)
     os.replace(tmp, path)
@@ -214,6 +227,9 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         elif st.get("selection") != SELECTION:
             best = _rescore_best(cfg.run)  # a run started under the old rule (overall median)
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
+        a0 = int(st.get("anneal_from", -1))
+        if cfg.anneal_steps and cfg.anneal_from is None and 0 <= a0 and step < a0 + cfg.anneal_steps:
+            cfg.anneal_from = a0  # an interrupted cool-down goes on along its curve
         log(f"resumed from step {step} (best dev score {best:.2f} dB, {elapsed / 3600:.2f} h trained)")
     elif cfg.init:
         from safetensors import safe_open
@@ -233,6 +249,13 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         if step:
             cfg.warmup_from = step
         log(f"initialised from {cfg.init} (step {step}, {elapsed / 3600:.2f} h trained)")
+    if cfg.anneal_steps and cfg.anneal_from is None:
+        cfg.anneal_from = step
+    if cfg.anneal_steps:
+        end = cfg.anneal_from + cfg.anneal_steps
+        cfg.max_steps = end if cfg.max_steps is None else min(cfg.max_steps, end)
+        log(f"cool-down: learning rate {_schedule_lr(cfg.anneal_from, cfg):.2e} at step {cfg.anneal_from} "
+            f"falls to zero by step {end}")
     with open(os.path.join(cfg.run, "train_config.json"), "w") as f:
         json.dump({"train": asdict(cfg), "model": model_cfg.to_dict()}, f, indent=1)
 
@@ -278,7 +301,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                 logf.flush()
                 log(f"step {step} loss {rec['loss']:.5f} lr {rec['lr']:.2e} ({elapsed / 3600:.2f} h)")
                 losses = []
-            if step % cfg.val_every == 0:
+            if step % cfg.val_every == 0 or (cfg.anneal_steps and step == cfg.anneal_from + cfg.anneal_steps):
                 ev = evaluate(net, table, dev_examples, all_labels, device)
                 ev.update({"step": step, "hours": elapsed / 3600, "time": time.time(), "kind": "val"})
                 logf.write(json.dumps(ev) + "\n")
@@ -296,10 +319,10 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                     save_safetensors_model(cpu_net, os.path.join(cfg.run, "best.safetensors"), **meta)
                 net.to(device)
             if now - t_ckpt > cfg.ckpt_every_s:
-                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id)
+                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from)
                 t_ckpt = now
     finally:
-        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id)
+        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from)
         logf.close()
         for s, h in old.items():
             signal.signal(s, h)
