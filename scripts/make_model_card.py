@@ -185,11 +185,12 @@ def main() -> int:
         a0, n = int(tc["anneal_from"]), int(tc["anneal_steps"])
         from dataclasses import fields
 
-        from plugin_bridge.models.training.train import TrainConfig, lr_at
+        from plugin_bridge.models.training.train import TrainConfig, _schedule_lr
 
         tcfg = TrainConfig(**{f.name: tc[f.name] for f in fields(TrainConfig) if f.name in tc})
-        w(f"* Cool-down (`train --anneal {n}`): from step {a0} the learning rate fell from {lr_at(a0, tcfg):.1e} "
-          f"to zero by step {a0 + n} (half cosine), validated at the end.")
+        rewarm = " after a 100-step re-warm of the fresh optimiser" if tcfg.warmup_from == a0 else ""
+        w(f"* Cool-down (`train --anneal {n}`): from step {a0} the learning rate fell from "
+          f"{_schedule_lr(a0, tcfg):.1e}{rewarm} to zero by step {a0 + n} (half cosine), validated at the end.")
     if vals:
         from plugin_bridge.models.training.train import selection_score
 

@@ -279,3 +279,49 @@ def test_cooldown_brings_the_rate_to_zero_and_resumes_on_its_curve(tmp_path):
     assert lrs[7] == pytest.approx(0.0, abs=1e-12) and lrs[5] < lrs[4]
     assert [r["step"] for r in log if r.get("kind") == "val"] == [7]
     assert os.path.exists(os.path.join(run, "snapshots", "step000007.safetensors"))
+
+
+def test_family_weights_set_the_share_of_targets(tmp_path):
+    lj = _make_corpus(str(tmp_path))
+    corpus = Corpus.load(str(tmp_path), "train", lj)
+    weights = {"instruments": 0.6, "environmental": 0.3, "speech": 0.1}
+    mixer = Mixer(corpus, MixerConfig(seconds=0.5, absent_fraction=0.0, augment=False, family_weights=weights), seed=11)
+    n = 1500
+    fams = [corpus.labels[mixer.example().label]["family"] for _ in range(n)]
+    for f, w in weights.items():
+        share = fams.count(f) / n
+        assert abs(share - w) < 0.04, (f, share)  # binomial sd <= 0.013 at n=1500
+    # unweighted: equal shares per family
+    mixer = Mixer(corpus, MixerConfig(seconds=0.5, absent_fraction=0.0, augment=False), seed=11)
+    fams = [corpus.labels[mixer.example().label]["family"] for _ in range(n)]
+    assert all(abs(fams.count(f) / n - 1 / 3) < 0.04 for f in weights)
+    # a zero weight means that family is never a target
+    mixer = Mixer(corpus, MixerConfig(seconds=0.5, absent_fraction=0.0, augment=False,
+                                      family_weights={"instruments": 1.0, "speech": 0.0}), seed=2)
+    assert {corpus.labels[mixer.example().label]["family"] for _ in range(200)} == {"instruments"}
+
+
+def test_family_weights_option_is_parsed_and_bad_values_are_refused():
+    from plugin_bridge.errors import ConfigError
+    from plugin_bridge.models.training.cli import parse_family_weights
+
+    assert parse_family_weights(None) is None
+    assert parse_family_weights("instruments=0.5, speech=0.2,environmental=0.3") == {
+        "instruments": 0.5, "speech": 0.2, "environmental": 0.3}
+    for bad in ("music=1", "instruments", "instruments=x", "speech=-1", "speech=nan", "speech=0,instruments=0"):
+        with pytest.raises(ConfigError, match="--family-weights"):
+            parse_family_weights(bad)
+
+
+def test_cooldown_from_init_weights_rewarms_then_follows_the_full_curve():
+    # --init at step 5000 + --anneal 1000: the fresh optimiser is re-warmed over 100 steps, and the
+    # cool-down curve starts from the schedule's value at step 5000 (not from the 0.1x re-warm start)
+    cfg = TrainConfig(lr=1e-3, min_lr=5e-5, warmup=300, planned_steps=7000, warmup_from=5000,
+                      anneal_from=5000, anneal_steps=1000)
+    import math
+    base = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * 4700 / 6700))
+    assert lr_at(5000, cfg) == pytest.approx(0.1 * base)
+    assert lr_at(5100, cfg) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert lr_at(5500, cfg) == pytest.approx(base * 0.5)
+    assert lr_at(6000, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(5050, cfg) > lr_at(5000, cfg)

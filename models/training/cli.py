@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--anneal", type=int, metavar="N", default=0,
                    help="cool-down: from the step the run resumes at, bring the learning rate to zero over N steps "
                         "(half cosine), then stop; rerun with the same --anneal to resume an interrupted cool-down")
+    p.add_argument("--family-weights", default=None, metavar="FAM=W,...",
+                   help="share of training targets per family, e.g. instruments=0.5,environmental=0.3,speech=0.2 "
+                        "(default: equal shares)")
     p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
@@ -35,6 +38,30 @@ def register(sub) -> None:
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     b.set_defaults(func=cmd_benchmark)
+
+
+def parse_family_weights(text: str | None) -> dict[str, float] | None:
+    """``instruments=0.5,speech=0.2`` -> {"instruments": 0.5, "speech": 0.2}; unknown families are an error."""
+    if not text:
+        return None
+    from plugin_bridge.corpus.common import FAMILIES
+    from plugin_bridge.errors import ConfigError
+
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, val = part.partition("=")
+        name = name.strip()
+        try:
+            w = float(val)
+        except ValueError:
+            w = float("nan")
+        if not sep or name not in FAMILIES or not (w >= 0) or w == float("inf"):
+            raise ConfigError(f"--family-weights: '{part}' is not FAMILY=WEIGHT with FAMILY one of "
+                            f"{', '.join(FAMILIES)} and WEIGHT >= 0")
+        out[name] = w
+    if sum(out.values()) <= 0:
+        raise ConfigError("--family-weights: at least one weight must be > 0")
+    return out
 
 
 def cmd_train(args) -> int:
@@ -64,7 +91,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
-                      anneal_steps=args.anneal)
+                      anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights))
     res = train(cfg, log=lambda s: print(s, flush=True))
     print(f"stopped at step {res['step']}; best dev score (mean of family median SDRi) {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0

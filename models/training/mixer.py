@@ -83,6 +83,10 @@ class MixerConfig:
     eq_prob: float = 0.4
     speed_prob: float = 0.3
     speed_range: tuple[float, float] = (0.94, 1.06)
+    #: Share of *targets* per family (e.g. {"instruments": 0.5, "environmental": 0.3, "speech": 0.2});
+    #: None = every family equally (speech, one label, then gets a third of all targets).  Interferers
+    #: are always drawn with equal family shares.
+    family_weights: dict[str, float] | None = None
 
 
 @dataclass
@@ -133,9 +137,16 @@ class Mixer:
     def group_of(self, label: str) -> str:
         return self.corpus.labels[label].get("group", label)
 
-    def _pick_label(self, exclude_groups: set[str]) -> str:
+    def _pick_label(self, exclude_groups: set[str], weights: dict[str, float] | None = None) -> str:
         fams = [f for f, labs in self.families.items() if any(self.group_of(l) not in exclude_groups for l in labs)]
-        fam = fams[self.rng.integers(len(fams))]
+        if weights:
+            w = np.array([max(0.0, float(weights.get(f, 0.0))) for f in fams])
+            if w.sum() <= 0:
+                raise ValueError(f"family_weights {weights} give no weight to any family of the corpus ({fams})")
+            k = int(np.searchsorted(np.cumsum(w / w.sum()), self.rng.random(), side="right"))
+            fam = fams[min(k, len(fams) - 1)]
+        else:
+            fam = fams[self.rng.integers(len(fams))]
         labs = [l for l in self.families[fam] if self.group_of(l) not in exclude_groups]
         return labs[self.rng.integers(len(labs))]
 
@@ -183,7 +194,7 @@ class Mixer:
         cfg = self.cfg
         rng = self.rng
         absent = rng.random() < cfg.absent_fraction
-        tlabel = self._pick_label(set())
+        tlabel = self._pick_label(set(), cfg.family_weights)
         groups = {self.group_of(tlabel)}
         k = int(rng.integers(cfg.n_interferers[0], cfg.n_interferers[1] + 1))
         ilabels = []

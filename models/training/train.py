@@ -60,24 +60,27 @@ class TrainConfig:
     # interrupted cool-down resumes on the same curve.
     anneal_steps: int = 0
     anneal_from: int | None = None
+    family_weights: dict[str, float] | None = None  # target share per family (MixerConfig.family_weights)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if cfg.anneal_steps and cfg.anneal_from is not None and step >= cfg.anneal_from:
         p = min(1.0, (step - cfg.anneal_from) / cfg.anneal_steps)
-        return _schedule_lr(cfg.anneal_from, cfg) * 0.5 * (1 + math.cos(math.pi * p))
-    return _schedule_lr(step, cfg)
-
-
-def _schedule_lr(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        lr = cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
+        lr = _schedule_lr(cfg.anneal_from, cfg) * 0.5 * (1 + math.cos(math.pi * p))
     else:
-        p = min(1.0, (step - cfg.warmup) / max(1, cfg.planned_steps - cfg.warmup))
-        lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+        lr = _schedule_lr(step, cfg)
     if cfg.warmup_from and cfg.warmup_from <= step < cfg.warmup_from + 100:
         lr *= 0.1 + 0.9 * (step - cfg.warmup_from) / 100  # re-warm after starting from bare weights
     return lr
+
+
+def _schedule_lr(step: int, cfg: TrainConfig) -> float:
+    """Warm-up then cosine decay over ``planned_steps`` (without the re-warm of an ``--init`` start, which
+    ``lr_at`` applies on top, also during a cool-down that starts at the init step)."""
+    if step < cfg.warmup:
+        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup)
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.planned_steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
 
 
 def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -202,7 +205,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
 
         encoder = MiniLMEncoder()
     train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
-    mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds), seed=cfg.seed)
+    mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds, family_weights=cfg.family_weights), seed=cfg.seed)
     dev_examples, dev_labels = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds)
     all_labels = dict(train_corpus.labels)
     all_labels.update(dev_labels)
