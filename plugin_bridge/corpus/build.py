@@ -575,7 +575,9 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
     lj = (labels_json if labels_json is not None else full)
     if real_fams:
         build_real(out, scratch, real_fams, max_minutes, packages)
-        write_manifest(out, labels_json=lj)
+        # the repo's vocabulary is only written once every family is in (a partial one would drop labels
+        # from training and flag known concepts in the app, should anything read it mid-build)
+        write_manifest(out, labels_json=False)
     build_generated(out, scratch, families, max_minutes, jobs, inst_minutes, tts_scale)
     rows = write_manifest(out, labels_json=lj)
     if prune:
