@@ -244,3 +244,15 @@ def test_labels_json_vocabulary(tmp_path):
     # a label absent from the corpus is reported as unsupported, not offered
     data2 = vocab.write_labels_json([r for r in rows if r["label"] != "wolf"], tmp_path / "l2.json")
     assert "wolf" not in data2["labels"] and "wolf" in data2["unsupported"]
+
+
+def test_shipped_vocabulary_matches_the_shipped_model_and_corpus_summary():
+    """models/training/labels.json (the concepts the app offers and the trainer reads) lists every label of
+    the corpus the shipped model was trained on, in all three families, and flags none of them."""
+    from plugin_bridge.corpus import sources
+    data = json.loads(sources.LABELS_JSON.read_text())
+    summary = json.loads((sources.LABELS_JSON.parents[1] / "weights" / "corpus_summary.json").read_text())
+    trained = {k.split("/", 1)[1] for k in summary["by_label"]}
+    assert set(data["labels"]) == trained
+    assert {e["family"] for e in data["labels"].values()} == set(common.FAMILIES)
+    assert not {lab.replace("_", " ") for lab in data["labels"]} & set(data["unsupported"])
