@@ -101,7 +101,41 @@ def main() -> int:
                     help="JSON from 'plugin-bridge bench --repeat N --json' (repeat for several rates)")
     ap.add_argument("--tradeoffs", default=None, help="JSON from scripts/model_tradeoffs.py --json")
     ap.add_argument("--out", default="models/weights/MODEL_CARD.md")
+    ap.add_argument("--inputs", default=os.path.join(os.path.dirname(HERE), "models", "weights", "card"),
+                    help="folder of the measured files behind the shipped card (used for every option not given): "
+                         "benchmark.json, speed_bench_*.json, memory.json, tradeoffs.json, train_log.jsonl, "
+                         "train_config.json, history.json")
+    ap.add_argument("--save-inputs", action="store_true",
+                    help="also copy the files this card was made from into --inputs, so that it can be "
+                         "regenerated on another machine")
     a = ap.parse_args()
+    inp = a.inputs
+
+    def have(name: str) -> str | None:
+        path = os.path.join(inp, name)
+        return path if os.path.exists(path) else None
+
+    run_log = os.path.join(a.run, "log.jsonl") if a.run else None
+    run_cfg = os.path.join(a.run, "train_config.json") if a.run else None
+    log_path = run_log if run_log and os.path.exists(run_log) else have("train_log.jsonl")
+    cfg_path = run_cfg if run_cfg and os.path.exists(run_cfg) else have("train_config.json")
+    a.benchmark = a.benchmark or have("benchmark.json")
+    a.speed = a.speed or have("memory.json")
+    a.tradeoffs = a.tradeoffs or have("tradeoffs.json")
+    if not a.speed_bench and os.path.isdir(inp):
+        a.speed_bench = sorted(os.path.join(inp, n) for n in os.listdir(inp) if n.startswith("speed_bench_"))
+    history = json.load(open(have("history.json"))) if have("history.json") else {}
+    if a.save_inputs:
+        import shutil
+
+        os.makedirs(inp, exist_ok=True)
+        pairs = [(log_path, "train_log.jsonl"), (cfg_path, "train_config.json"), (a.benchmark, "benchmark.json"),
+                 (a.speed, "memory.json"), (a.tradeoffs, "tradeoffs.json")]
+        pairs += [(p, f"speed_bench_{i}.json") for i, p in enumerate(a.speed_bench)]
+        for src, name in pairs:
+            dst = os.path.join(inp, name)
+            if src and os.path.abspath(src) != os.path.abspath(dst):
+                shutil.copyfile(src, dst)
 
     from plugin_bridge.models.registry import load_safetensors_model
     from plugin_bridge.models.resunet import count_parameters
@@ -110,8 +144,8 @@ def main() -> int:
     cfg = m.cfg
     corpus = json.load(open(a.corpus_summary))
     log = []
-    if a.run and os.path.exists(os.path.join(a.run, "log.jsonl")):
-        log = [json.loads(l) for l in open(os.path.join(a.run, "log.jsonl")) if l.strip()]
+    if log_path:
+        log = [json.loads(l) for l in open(log_path) if l.strip()]
     vals = [r for r in log if r.get("kind") == "val"]
     bench = json.load(open(a.benchmark)) if a.benchmark else None
     speed = json.load(open(a.speed)) if a.speed else {}
@@ -172,15 +206,25 @@ def main() -> int:
     steps = max((r.get("step", 0) for r in log), default=0)
     hours = max((r.get("hours", 0.0) for r in log), default=0.0)
     w(f"* Steps: {steps} (batch 16 x 3 s mixtures), {hours:.2f} h of wall time on the 2-core CPU machine "
-      f"(shared with other work, so slower than an idle machine).")
+      f"(shared with other work, so slower than an idle machine) along the shipped weights' line.")
+    if history.get("spent_hours_before_init") is not None and log:
+        h0 = float(history.get("init_hours", 0.0))
+        total = float(history["spent_hours_before_init"]) + (hours - h0)
+        w(f"* Training compute spent on this model so far, discarded continuations included: {total:.2f} h "
+          f"({float(history['spent_hours_before_init']):.2f} h before this run started from the step-"
+          f"{history.get('init_step', '?')} weights, {hours - h0:.2f} h in it).")
     w("* Mixtures: target + 1-2 interferers from other labels and other confusable groups, RMS-matched at a random "
       "target-to-interference ratio in [-10, +10] dB, random level, Pedalboard augmentation (EQ, reverb, +-6 % "
       "speed); 10 % of examples query a label absent from the mix with a silent target. Loss: L1 on the waveform, divided by each mixture's RMS (from step 595 on; plain L1 before). "
       "AdamW, lr 1e-3 with warm-up and cosine decay to 5e-5, re-planned per session so that each shipped "
       "checkpoint is annealed" + (f"; a new cosine cycle (warm restart) began at step(s) "
                                   f"{', '.join(map(str, schedule_restarts(log)))}." if schedule_restarts(log) else "."))
-    tc_path = os.path.join(a.run, "train_config.json") if a.run else ""
-    tc = json.load(open(tc_path)).get("train", {}) if tc_path and os.path.exists(tc_path) else {}
+    tc = json.load(open(cfg_path)).get("train", {}) if cfg_path else {}
+    if tc.get("family_weights"):
+        fw = ", ".join(f"{k} {v:g}" for k, v in sorted(tc["family_weights"].items()))
+        w(f"* Target family shares in this run (`train --family-weights`): {fw} (interferers: equal shares).")
+    for line in history.get("lines", []):
+        w(f"* {line}")
     if tc.get("anneal_steps") and tc.get("anneal_from") is not None:
         a0, n = int(tc["anneal_from"]), int(tc["anneal_steps"])
         from dataclasses import fields
@@ -196,7 +240,7 @@ def main() -> int:
 
         best = max(vals, key=lambda r: selection_score(r["family_median_sdri"]))
         fam = ", ".join(f"{k} {v:.2f}" for k, v in sorted(best["family_median_sdri"].items()))
-        w(f"* Validation ({best['n']} dev mixtures of 3 s, every 250 steps) picks the weights by the mean of the "
+        w(f"* Validation ({best['n']} dev mixtures of 3 s, every {tc.get('val_every', 250)} steps) picks the weights by the mean of the "
           f"per-family median SDRi: best single checkpoint step {best['step']}, "
           f"{selection_score(best['family_median_sdri']):.2f} dB ({fam}; overall median {best['median_sdri']:.2f}).")
     avgs = [r for r in log if r.get("kind") == "val-average"]

@@ -325,3 +325,18 @@ def test_cooldown_from_init_weights_rewarms_then_follows_the_full_curve():
     assert lr_at(5500, cfg) == pytest.approx(base * 0.5)
     assert lr_at(6000, cfg) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(5050, cfg) > lr_at(5000, cfg)
+
+
+def test_model_card_is_what_its_committed_measurements_give(tmp_path):
+    """MODEL_CARD.md is regenerated from models/weights/card/ (benchmark, speed, training log...) on any
+    machine, and the committed card is exactly that: no figure in it was typed by hand or left stale."""
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = tmp_path / "card.md"
+    r = subprocess.run([sys.executable, os.path.join(root, "scripts", "make_model_card.py"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    committed = open(os.path.join(root, "models", "weights", "MODEL_CARD.md"), encoding="utf-8").read()
+    assert out.read_text(encoding="utf-8") == committed
