@@ -1,7 +1,7 @@
 """The embedded default model loads with no flags and separates the bundled demo's sources.
 
-Floor: 2 dB SDRi per query.  Measured for the shipped step-5000 checkpoint: speech 7.4, piano 5.4, birds
-15.0 dB (step 2750: 7.5, 4.4, 12.1; step 1250: 4.9, 5.1, 7.5);
+Floor: 2 dB SDRi per query.  Measured for the shipped step-6400 checkpoint: speech 7.1, piano 5.6, birds
+13.5 dB (step 5000: 7.4, 5.4, 15.0; step 2750: 7.5, 4.4, 12.1; step 1250: 4.9, 5.1, 7.5);
 a random-weight model of the same architecture scores about 0 dB or below, so the floor tells a trained
 separator from a broken or missing one with room for platform/backend differences.
 """
