@@ -22,6 +22,14 @@ def register(sub) -> None:
                    help="share of training targets per family, e.g. instruments=0.5,environmental=0.3,speech=0.2 "
                         "(default: equal shares)")
     p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
+    p.add_argument("--loss", default="l1", choices=["l1", "snr"],
+                   help="l1: waveform L1 over the mixture's level (default); snr: thresholded negative SNR "
+                        "(MixIT/FUSS form; absent targets scored against the mixture)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (e.g. 0.999) and validate it")
+    p.add_argument("--film-gamma", action="store_true",
+                   help="full FiLM (multiplicative gamma beside the additive beta); an --init from beta-only "
+                        "weights starts as the same function")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
     p.add_argument("--average-last", type=int, metavar="N", default=None,
@@ -34,7 +42,12 @@ def register(sub) -> None:
     b.add_argument("--model", default=None)
     b.add_argument("--make-dev", metavar="CORPUS", default=None,
                    help="first build the in-distribution dev set from CORPUS's dev split into --set")
-    b.add_argument("--n", type=int, default=300, help="mixtures to make with --make-dev")
+    b.add_argument("--per-family", type=int, default=200,
+                   help="--make-dev: two-source mixtures per target family (default 200)")
+    b.add_argument("--three-source", type=int, default=100,
+                   help="--make-dev: mixtures with two interferers (default 100)")
+    b.add_argument("--per-umbrella", type=int, default=50,
+                   help="--make-dev: mixtures per umbrella query such as 'effects' (default 50)")
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     b.set_defaults(func=cmd_benchmark)
@@ -91,8 +104,14 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
-                      anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights))
-    res = train(cfg, log=lambda s: print(s, flush=True))
+                      anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights),
+                      loss=args.loss, ema=args.ema)
+    import dataclasses
+
+    from plugin_bridge.models.registry import DEFAULT_CONFIG
+
+    model_cfg = dataclasses.replace(DEFAULT_CONFIG, film_gamma=True) if args.film_gamma else DEFAULT_CONFIG
+    res = train(cfg, model_cfg, log=lambda s: print(s, flush=True))
     print(f"stopped at step {res['step']}; best dev score (mean of family median SDRi) {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0
 
