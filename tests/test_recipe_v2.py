@@ -182,3 +182,31 @@ def test_training_with_snr_loss_ema_and_full_film_runs_resumes_and_keeps_the_ema
     assert st2["step"] == 6
     # resumed from the saved average (not restarted from the raw weights): it moved only a little
     assert not torch.equal(st2["ema"]["base.pre_conv.weight"], ema_w)
+
+
+def test_resume_bundle_round_trips_the_training_state(tmp_path):
+    from plugin_bridge.models.training.train import restore_resume, save_resume
+
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(corpus=str(tmp_path / "corpus"), run=run, labels_json=lj, batch=4, seconds=1.0,
+                      max_steps=3, val_every=3, val_examples=4, log_every=1, warmup=2, planned_steps=10, ema=0.9)
+    train(cfg, TINY, encoder=HashEncoder(384), log=lambda s: None)
+    save_resume(run, str(tmp_path / "bundle"))
+    # what a fresh machine gets: only the bundle
+    run2 = str(tmp_path / "fresh")
+    assert restore_resume(str(tmp_path / "bundle"), run2) == 3
+    a = torch.load(os.path.join(run, "state.pt"), weights_only=True)
+    b = torch.load(os.path.join(run2, "state.pt"), weights_only=True)
+    assert set(a["model"]) == set(b["model"]) and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for i, ps in a["optim"]["state"].items():
+        for k, v in ps.items():
+            w = b["optim"]["state"][int(i)][k]
+            assert torch.allclose(torch.as_tensor(v).float(), w, rtol=1e-2, atol=1e-12), k
+    assert a["mixer_rng"] == b["mixer_rng"] and a["step"] == b["step"] and a["best"] == b["best"]
+    assert os.path.exists(os.path.join(run2, "log.jsonl"))
+    # and training goes on from it, one step further, on the same optimiser
+    train(dataclasses.replace(cfg, run=run2, max_steps=4), TINY, encoder=HashEncoder(384), log=lambda s: None)
+    assert torch.load(os.path.join(run2, "state.pt"), weights_only=True)["step"] == 4
+    with pytest.raises(RuntimeError, match="not a resume bundle"):
+        restore_resume(str(tmp_path / "nothing"), str(tmp_path / "x"))

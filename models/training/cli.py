@@ -30,6 +30,13 @@ def register(sub) -> None:
     p.add_argument("--film-gamma", action="store_true",
                    help="full FiLM (multiplicative gamma beside the additive beta); an --init from beta-only "
                         "weights starts as the same function")
+    p.add_argument("--umbrella-fraction", type=float, default=0.0,
+                   help="share of examples that query an umbrella of labels.json ('effects', 'ambience')")
+    p.add_argument("--save-resume", metavar="DIR", default=None,
+                   help="instead of training, write the run's state (weights, EMA, optimiser, RNG, log) as a "
+                        "compact safetensors+JSON bundle to DIR, to commit and resume on another machine")
+    p.add_argument("--resume-from", metavar="DIR", default=None,
+                   help="when the run folder has no state.pt, rebuild it from this --save-resume bundle first")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
     p.add_argument("--average-last", type=int, metavar="N", default=None,
@@ -95,7 +102,14 @@ def cmd_train(args) -> int:
         os.replace(tmp, args.export)
         print(f"exported {src} -> {args.export}")
         return 0
-    from plugin_bridge.models.training.train import TrainConfig, average_into_best, train
+    from plugin_bridge.models.training.train import TrainConfig, average_into_best, restore_resume, save_resume, train
+
+    if args.save_resume:
+        sc = save_resume(args.run, args.save_resume)
+        print(f"resume bundle for step {sc['step']} written to {args.save_resume}")
+        return 0
+    if args.resume_from and not os.path.exists(os.path.join(args.run, "state.pt")):
+        print(f"rebuilt {args.run}/state.pt from {args.resume_from} (step {restore_resume(args.resume_from, args.run)})")
 
     if args.average_last is not None:
         cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
@@ -105,7 +119,7 @@ def cmd_train(args) -> int:
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
                       anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights),
-                      loss=args.loss, ema=args.ema)
+                      loss=args.loss, ema=args.ema, umbrella_fraction=args.umbrella_fraction)
     import dataclasses
 
     from plugin_bridge.models.registry import DEFAULT_CONFIG

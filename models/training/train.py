@@ -256,6 +256,78 @@ def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, e
     os.replace(tmp, path)
 
 
+RESUME_TENSORS = "resume.safetensors"
+RESUME_JSON = "resume.json"
+RESUME_FILES = ("train_config.json", "log.jsonl")
+
+
+def save_resume(run: str, out_dir: str) -> dict:
+    """Everything needed to resume ``run`` on a fresh machine, compact enough to commit: the weights in
+    fp32, the EMA in fp16, AdamW's moments in bf16 (safetensors, no pickle), the counters, schedule and
+    mixer RNG state in JSON, plus the run's config and log.  ``restore_resume`` turns it back into
+    ``state.pt``.  (bf16 keeps fp32's range, so tiny second moments do not flush to zero.)"""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    st = torch.load(_state_path(run), map_location="cpu", weights_only=True)
+    tensors = {f"model/{k}": v.contiguous() for k, v in st["model"].items()}
+    if "ema" in st:
+        tensors.update({f"ema/{k}": (v.half() if v.is_floating_point() else v).contiguous()
+                        for k, v in st["ema"].items()})
+    opt = st["optim"]
+    for i, ps in opt["state"].items():
+        for k, v in ps.items():
+            v = torch.as_tensor(v)
+            tensors[f"optim/{i}/{k}"] = (v.bfloat16() if k.startswith("exp_avg") else v.float()).contiguous()
+    scalars = {k: v for k, v in st.items() if k not in ("model", "ema", "optim")}
+    scalars["param_groups"] = opt["param_groups"]
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, RESUME_TENSORS + ".tmp")
+    save_file(tensors, tmp, metadata={"format": "plugin-bridge-resume/1"})
+    os.replace(tmp, os.path.join(out_dir, RESUME_TENSORS))
+    with open(os.path.join(out_dir, RESUME_JSON + ".tmp"), "w") as f:
+        json.dump(scalars, f, indent=1)
+    os.replace(os.path.join(out_dir, RESUME_JSON + ".tmp"), os.path.join(out_dir, RESUME_JSON))
+    for name in RESUME_FILES:
+        if os.path.exists(os.path.join(run, name)):
+            shutil.copyfile(os.path.join(run, name), os.path.join(out_dir, name))
+    return scalars
+
+
+def restore_resume(bundle: str, run: str) -> int:
+    """Rebuild ``run/state.pt`` (and its log) from a ``save_resume`` bundle; returns the step."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(os.path.join(bundle, RESUME_TENSORS))
+        with open(os.path.join(bundle, RESUME_JSON)) as f:
+            scalars = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{bundle} is not a resume bundle ({RESUME_TENSORS} + {RESUME_JSON}): {exc}") from None
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    ema = {k[4:]: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if k.startswith("ema/")}
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = v.float()
+    st = {k: v for k, v in scalars.items() if k != "param_groups"}
+    st.update(model=model, optim={"state": state, "param_groups": scalars["param_groups"]})
+    if ema:
+        st["ema"] = ema
+    os.makedirs(run, exist_ok=True)
+    torch.save(st, _state_path(run) + ".tmp")
+    os.replace(_state_path(run) + ".tmp", _state_path(run))
+    for name in RESUME_FILES:
+        src = os.path.join(bundle, name)
+        if os.path.exists(src) and not os.path.exists(os.path.join(run, name)):
+            shutil.copyfile(src, os.path.join(run, name))
+    return int(st["step"])
+
+
 def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=None, log=print) -> dict:
     from plugin_bridge.engine.backends import resolve_device
 
@@ -316,7 +388,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             raise RuntimeError(f"{cfg.init} has another architecture than the one being trained")
         sd = load_file(cfg.init)
         if grown:  # beta-only weights -> full FiLM: the zero-initialised gammas keep the same function
-            sd.update({k: v for k, v in net.state_dict().items() if ".film." not in k and "->gamma" in k})
+            sd.update({k: v for k, v in net.state_dict().items() if "->gamma" in k})
         load_state_strict(net, sd, cfg.init)
         # The optimiser moments are not shipped with the weights: continue the schedule where the
         # weights left it, with a short warm-up to rebuild them.
