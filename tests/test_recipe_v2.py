@@ -210,3 +210,27 @@ def test_resume_bundle_round_trips_the_training_state(tmp_path):
     assert torch.load(os.path.join(run2, "state.pt"), weights_only=True)["step"] == 4
     with pytest.raises(RuntimeError, match="not a resume bundle"):
         restore_resume(str(tmp_path / "nothing"), str(tmp_path / "x"))
+
+
+def test_full_film_model_saves_loads_and_runs_the_same_on_onnx_and_torch(tmp_path):
+    from plugin_bridge.engine.backends import OnnxBackend, TorchBackend
+    from plugin_bridge.engine.separator import Query, Separator
+    from plugin_bridge.models.registry import DEFAULT_CONFIG, load_safetensors_model, save_safetensors_model
+
+    torch.manual_seed(5)
+    net = ResUNet(dataclasses.replace(DEFAULT_CONFIG, film_gamma=True)).eval()
+    with torch.no_grad():
+        for n, p in net.film.named_parameters():
+            if "gamma" in n:
+                p.normal_(0, 0.05)  # a trained-looking, non-zero gamma
+    path = str(tmp_path / "full_film.safetensors")
+    save_safetensors_model(net, path)
+    m = load_safetensors_model(path)
+    assert m.cfg.film_gamma
+    m._encoder = HashEncoder(384)
+    x = np.random.default_rng(0).standard_normal((1, 48000)).astype(np.float32) * 0.1
+    st, _ = Separator(m, backend=TorchBackend(m.net, "cpu", threads=1)).separate_array(x, 48000, [Query("hum")])
+    so, _ = Separator(m, backend=OnnxBackend(m.net, "cpu", threads=1, cache_root=str(tmp_path))).separate_array(
+        x, 48000, [Query("hum")])
+    assert float(np.max(np.abs(st - so))) <= 1e-4
+    assert 0.001 < float(np.sqrt(np.mean(st ** 2))) < float(np.sqrt(np.mean(x ** 2)))
