@@ -209,6 +209,21 @@ def main() -> int:
           "no saving (the cost sits in the channel widths); the 160-sample hop costs 1.6x for +0.1 dB. Half the "
           "widths (8..128) would halve the cost, but the 12..192 width was chosen to leave capacity for 43 "
           "concepts in one network.\n")
+    ab = json.load(open(have("ab.json"))) if have("ab.json") else None
+    if ab:
+        fams = sorted({f for r in ab["rows"] for f in r["families"]})
+        w("### Recipe A/B (`scripts/collect_ab.py`; one change per arm)\n")
+        w(f"Every arm started from {ab['start']} and trained {ab['steps']} steps on the same corpus and "
+          f"schedule; scored on the same {ab['rows'][0]['n']}-mixture dev set (`plugin-bridge benchmark`). "
+          f"{ab.get('note', '')}\n")
+        w("| arm | median SDRi | paraphrase | " + " | ".join(fams) + " | below gain floor |")
+        w("|---|---:|---:|" + "---:|" * len(fams) + "---:|")
+        for r in ab["rows"]:
+            below = r.get("below_gain_share")
+            w(f"| {r['arm']} | {r['sdri_median']:.2f} | {fmt(r.get('sdri_para_median'))} | "
+              + " | ".join(fmt(r["families"].get(f)) for f in fams)
+              + f" | {'n/a' if below is None else f'{100 * below:.0f} %'} |")
+        w("")
     if speed or speed_lines:
         w("## Speed (measured on this project's 2-core CPU machine)\n")
         for line in speed_lines:
@@ -307,6 +322,21 @@ def main() -> int:
         fams.setdefault(info.get("family", "?"), []).append(lab.replace("_", " "))
     for f, labs in sorted(fams.items()):
         w(f"* {f}: {', '.join(sorted(labs))}")
+    if bench:
+        labs = bench["summary"]["labels"]
+        by_label = corpus.get("by_label", {})
+        w("\n| label | family | corpus clips | minutes | dev mixtures | median SDRi | best-gain floor |")
+        w("|---|---|---:|---:|---:|---:|---:|")
+        for lab, info in sorted(vocab.get("labels", {}).items(), key=lambda kv: (kv[1].get("family", ""), kv[0])):
+            c = by_label.get(f"{info.get('family')}/{lab}", {})
+            d = labs.get(lab, {})
+            w(f"| {lab.replace('_', ' ')} | {info.get('family', '?')} | {c.get('clips', 0)} | "
+              f"{c.get('minutes', 0.0):.1f} | {d.get('n', 0)} | {fmt(d.get('sdri_median'))} | "
+              f"{fmt(d.get('sdri_gain_median'))} |")
+        for name in sorted(vocab.get("umbrellas", {})):
+            d = labs.get(name, {})
+            w(f"| {name} (umbrella) | - | - | - | {d.get('n', 0)} | {fmt(d.get('sdri_median'))} | "
+              f"{fmt(d.get('sdri_gain_median'))} |")
     uns = [u["concept"] if isinstance(u, dict) else u for u in vocab.get("unsupported", [])]
     w(f"\nNot supported (no or too little licensed data; queries close to these are flagged): {', '.join(uns)}.\n")
     w("## Known limits\n")
