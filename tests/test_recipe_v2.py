@@ -234,3 +234,22 @@ def test_full_film_model_saves_loads_and_runs_the_same_on_onnx_and_torch(tmp_pat
         x, 48000, [Query("hum")])
     assert float(np.max(np.abs(st - so))) <= 1e-4
     assert 0.001 < float(np.sqrt(np.mean(st ** 2))) < float(np.sqrt(np.mean(x ** 2)))
+
+
+def test_direct_scorer_agrees_with_the_engine_on_model_rate_mixtures(tmp_path):
+    from plugin_bridge.engine.separator import Separator
+    from plugin_bridge.models.training.benchmark import score_set, score_set_direct
+    from plugin_bridge.testing import fast_model
+
+    lj = _make_corpus(str(tmp_path / "c"), n_per_label=4)
+    make_dev_set(str(tmp_path / "c"), str(tmp_path / "dev"), per_family=3, three_source=2, per_umbrella=0,
+                 seconds=1.0, labels_json=lj)
+    m = fast_model(seed=3)
+    direct = score_set_direct(str(tmp_path / "dev"), m, batch=4)
+    engine = score_set(str(tmp_path / "dev"), Separator(m, backend="torch", device="cpu"))
+    assert len(direct) == len(engine) == 11
+    for d, e in zip(direct, engine):
+        assert d["label"] == e["label"] and abs(d["sdr_mix"] - e["sdr_mix"]) < 1e-6
+        assert abs(d["sdri"] - e["sdri"]) < 0.05, (d["sdri"], e["sdri"])
+        assert abs(d["sdri_gain"] - e["sdri_gain"]) < 1e-9
+    assert len(score_set_direct(str(tmp_path / "dev"), m, subset=5)) == 5

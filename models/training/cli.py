@@ -6,6 +6,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train the embedded default separator on the corpus (resumable)")
     p.add_argument("--corpus", default="/work/corpus", help="corpus folder from 'plugin-bridge corpus build'")
     p.add_argument("--run", default="runs/default", help="run folder (checkpoints, logs); rerun to resume")
+    p.add_argument("--labels-json", default=None,
+                   help="label vocabulary (default models/training/labels.json, the shipped model's)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,6 +49,8 @@ def register(sub) -> None:
     b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
     b.add_argument("--set", required=True, dest="set_dir", help="folder with manifest.csv (mixture,target,query[,paraphrase])")
     b.add_argument("--model", default=None)
+    b.add_argument("--labels-json", default=None,
+                   help="--make-dev: label vocabulary (default models/training/labels.json)")
     b.add_argument("--make-dev", metavar="CORPUS", default=None,
                    help="first build the in-distribution dev set from CORPUS's dev split into --set")
     b.add_argument("--per-family", type=int, default=200,
@@ -57,6 +61,10 @@ def register(sub) -> None:
                    help="--make-dev: mixtures per umbrella query such as 'effects' (default 50)")
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    b.add_argument("--direct", action="store_true",
+                   help="score the network directly on the model-rate mixtures (no engine, paraphrase or oracle): "
+                        "a quick paired comparison of training recipes")
+    b.add_argument("--subset", type=int, default=None, help="with --direct: score this many rows, spread evenly")
     b.set_defaults(func=cmd_benchmark)
 
 
@@ -113,6 +121,8 @@ def cmd_train(args) -> int:
 
     if args.average_last is not None:
         cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
+        if args.labels_json:
+            cfg.labels_json = args.labels_json
         average_into_best(cfg, args.average_last, log=lambda s: print(s, flush=True))
         return 0
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
@@ -120,6 +130,8 @@ def cmd_train(args) -> int:
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
                       anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights),
                       loss=args.loss, ema=args.ema, umbrella_fraction=args.umbrella_fraction)
+    if args.labels_json:
+        cfg.labels_json = args.labels_json
     import dataclasses
 
     from plugin_bridge.models.registry import DEFAULT_CONFIG
