@@ -29,7 +29,10 @@ DEFAULT_SCRATCH = Path("/work/scratch")
 REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", "minetest-data",
                  "tuxpaint-stamps-default", "wesnoth-1.16-data", "openarena-data", "lincity-ng-data",
                  "warzone2100-data", "torcs-data", "supertux-data", "warmux-data", "wordwarvi-sound",
-                 "freeciv-data"]
+                 "freeciv-data", "sonic-pi-samples", "lmms-common", "wesnoth-1.16-music", "warzone2100-music",
+                 "hedgewars-data", "colobot-common-sounds"]
+# game music tracks give at most this many <= 10 s pieces each (~280 tracks -> ~90 min of "music")
+MAX_PIECES_BY_LABEL = {"music": 2}
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
 DEV_MIN_SECONDS = 12.0
@@ -95,7 +98,7 @@ def collect_real(scratch: Path, packages: list[str], rules, families: set[str]) 
 
 
 def _family_of(label: str) -> str:
-    return "speech" if label == "speech" else "environmental"
+    return label if label in ("speech", "music") else "environmental"
 
 
 def reference_fingerprints(scratch: Path, cache: dict) -> tuple[list[np.ndarray], list[str]]:
@@ -203,7 +206,7 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
     label_groups: dict[str, dict[str, float]] = defaultdict(dict)
     for it, d, lic in usable:
         # weight = usable seconds (long files give at most MAX_PIECES_PER_FILE pieces of <= 10 s)
-        label_groups[it.label][_group(it)] = min(max(d, 0.1), 10.0 * MAX_PIECES_PER_FILE)
+        label_groups[it.label][_group(it)] = min(max(d, 0.1), 10.0 * MAX_PIECES_BY_LABEL.get(it.label, MAX_PIECES_PER_FILE))
     splits = assign_splits(label_groups, min_dev_weight=DEV_MIN_SECONDS)
 
     by_pkg = defaultdict(list)
@@ -236,7 +239,7 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
                 meta = ClipMeta(fam, it.label, _group(it), it.package, versions[it.package],
                                 sources.display_source_path(it.package, it.source_path), lic, split=split,
                                 gender=it.gender, language=it.language)
-                for k, piece in enumerate(cut_pieces(x, max_pieces=MAX_PIECES_PER_FILE)):
+                for k, piece in enumerate(cut_pieces(x, max_pieces=MAX_PIECES_BY_LABEL.get(it.label, MAX_PIECES_PER_FILE))):
                     cid = f"{_slug(it.package)}-{short_hash(it.package, it.source_path)}-{k}"
                     rel, sha, dd = write_clip(out, fam, it.label, cid, piece)
                     rows.append(manifest_row(cid, rel, sha, dd, meta))
@@ -394,6 +397,11 @@ def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: f
         for ch in chunks:
             if ch:
                 tasks.append((_run_tts, (str(out), str(scratch), ch, scale)))
+    if "environmental" in families:
+        from . import procedural
+        log(f"procedural labels: {procedural.build_procedural(out, log=log) / 60:.1f} min")
+    if "music" in families:
+        render.render_arrangements(out, out / "parts", render.ARR_MINUTES * (min(1.0, max_minutes / 30) if max_minutes else 1.0), log=log)
     if not tasks:
         return
     if jobs <= 1:
@@ -432,7 +440,7 @@ def finalise_splits(rows: list[dict]) -> None:
 
 
 def _generated(r: dict) -> bool:
-    return r["family"] == "instruments" or r["group"].startswith("tts:")
+    return r["family"] == "instruments" or r["group"].startswith(("tts:", "arrangement:"))
 
 
 MIN_UNIQUE_SOURCES = 15      # clips per label
@@ -569,7 +577,7 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
     for tool in ("dpkg-deb", "apt-get"):
         if shutil.which(tool) is None and ({"environmental", "speech"} & families):
             raise sources.CorpusError(f"{tool} not found: the corpus builder needs Debian's package tools")
-    real_fams = {"environmental", "speech"} & families
+    real_fams = {"environmental", "speech", "music"} & families
     # the repo's label vocabulary is only rewritten by a full, uncapped build
     full = families == set(FAMILIES) and max_minutes is None
     lj = (labels_json if labels_json is not None else full)

@@ -24,7 +24,7 @@ DEV_FRACTION = 0.09    # share of groups held out as dev (in-distribution valida
 MIN_DEV_CLIPS = 3      # per label, when the label has >= MIN_GROUPS_FOR_DEV groups
 MIN_GROUPS_FOR_DEV = 15
 
-FAMILIES = ("instruments", "speech", "environmental")
+FAMILIES = ("instruments", "speech", "environmental", "music")
 
 MANIFEST_FIELDS = ("id", "path", "family", "label", "split", "group", "package", "version",
                    "source_path", "licence", "duration", "sha256", "sample_rate")

@@ -60,6 +60,7 @@ FORBIDDEN_LICENCE = re.compile(r"(-nc\b|noncommercial|non-commercial|-nd\b|noder
 PACKAGE_LICENCE_FALLBACK = {
     "wesnoth-1.16-data": "GPL-2+",   # "GNU General Public License version 2 or at your option any later version"
     "warmux-data": "GPL-2+",         # "either version 2 of the License, or (at your option) any later version"
+    "wesnoth-1.16-music": "GPL-2+",  # "GNU General Public License version 2 or at your option any later version"
 }
 
 
