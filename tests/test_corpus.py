@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,34 @@ def test_shipped_vocabulary_matches_the_shipped_model_and_corpus_summary():
     assert set(data["labels"]) == trained
     assert {e["family"] for e in data["labels"].values()} == set(summary["by_family"]) >= {"instruments", "speech", "environmental"}
     assert not {lab.replace("_", " ") for lab in data["labels"]} & set(data["unsupported"])
+
+
+def test_music_arrangements_share_one_key_and_render_as_full_mix(tmp_path):
+    """The "music" arrangements: melody, chords and bass use only the pitch classes of one scale (drums on
+    channel 10 aside), every part in its program's range; rendered, the mix lands in the music family."""
+    from plugin_bridge.corpus import render
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        parts, desc = render.arrangement_notes(rng, 6.0)
+        m = re.match(r"arrangement (\w+) in (\d+) at", desc)
+        scale, tonic = render.SCALES[m.group(1)], int(m.group(2))
+        pcs = {(tonic + i) % 12 for i in scale}
+        assert len(parts) >= 3 and sum(1 for _, drums, _, _ in parts if drums) <= 1
+        for prog, drums, notes, gain in parts:
+            assert notes, desc
+            if drums:
+                continue
+            lo, hi = render.PROGRAMS[prog][1:]
+            assert all(lo <= p <= hi for _, _, p, _ in notes), (prog, desc)
+            assert {p % 12 for _, _, p, _ in notes} <= pcs, (prog, desc)
+    assert build._family_of("music") == "music" and "music" in common.FAMILIES
+    if not Path(render.FLUIDR3).exists():
+        pytest.skip("FluidR3_GM not installed")
+    pytest.importorskip("fluidsynth")
+    render.render_arrangements(tmp_path, tmp_path / "parts", minutes=0.1, log=lambda *_: None)
+    rows = [r for line in (tmp_path / "parts" / "music-arrangements.jsonl").read_text().splitlines()
+            for r in json.loads(line)["rows"]]
+    assert rows and all(r["family"] == "music" and r["label"] == "music" and r["group"].startswith("arrangement:")
+                        for r in rows)
+    x, sr = sf.read(str(tmp_path / rows[0]["path"]))
+    assert sr == SR and common.dbfs(x) > -40 and abs(len(x) / SR - rows[0]["duration"]) < 0.01

@@ -270,7 +270,11 @@ def gen_bass(rng, lo, hi, dur, tempo, vel=85, key=None):
     t, ci = 0.0, 0
     while t < dur:
         root = _voice(_chord(tonic, scale, prog[ci % len(prog)], 1), lo, hi, lo + 8)[0]
-        fifth = root + 7 if root + 7 <= hi else root - 5
+        if key is not None:           # an arrangement stays diatonic: the chord's own fifth (dim. on vii/ii)
+            up = (_chord(tonic, scale, prog[ci % len(prog)], 3)[2] - root) % 12
+            fifth = root + up if root + up <= hi else root + up - 12
+        else:
+            fifth = root + 7 if root + 7 <= hi else root - 5
         octave = root + 12 if root + 12 <= hi else root
         if kind == 0:
             patt = [(0, 2, root), (2, 2, root)]
