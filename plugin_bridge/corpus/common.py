@@ -151,6 +151,17 @@ def write_clip(out_dir: Path, family: str, label: str, clip_id: str, x: np.ndarr
     return rel, hashlib.sha256(data).hexdigest(), round(len(x) / SR, 3)
 
 
+def write_pieces(out_dir: Path, x: np.ndarray, cid_prefix: str, meta: "ClipMeta") -> tuple[list[dict], float]:
+    """Cut ``x`` into <= 10 s pieces, write each as clip ``<cid_prefix>-<k>``; (manifest rows, seconds)."""
+    rows, total = [], 0.0
+    for k, piece in enumerate(cut_pieces(x)):
+        cid = f"{cid_prefix}-{k}"
+        rel, sha, d = write_clip(out_dir, meta.family, meta.label, cid, piece)
+        rows.append(manifest_row(cid, rel, sha, d, meta))
+        total += d
+    return rows, total
+
+
 def usable(x: np.ndarray) -> bool:
     return len(x) >= int(MIN_S * SR) and len(x) <= int(MAX_S * SR) + 1 and dbfs(x) >= SILENT_DBFS
 

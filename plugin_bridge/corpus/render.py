@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SR, ClipMeta, PartWriter, cut_pieces, manifest_row, resample, short_hash, split_of, \
+from .common import SR, ClipMeta, PartWriter, cut_pieces, manifest_row, resample, short_hash, split_of, write_pieces, \
     trim_silence, write_clip
 
 FLUIDR3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -790,12 +790,8 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
             meta = ClipMeta("instruments", "drums", group, HYDROGEN_PACKAGE, version,
                             f"{HYDROGEN_DIR}/{kit}/ samples played with generated drum pattern #{i}", lic,
                             split=split_of(group))
-            rows = []
-            for k2, piece in enumerate(cut_pieces(y)):
-                cid = f"inst-drums-h2-{short_hash(kit, n=6)}-{i:05d}-{k2}"
-                rel, sha, d = write_clip(out_dir, "instruments", "drums", cid, piece)
-                rows.append(manifest_row(cid, rel, sha, d, meta))
-                have += d
+            rows, secs = write_pieces(out_dir, y, f"inst-drums-h2-{short_hash(kit, n=6)}-{i:05d}", meta)
+            have += secs
             writer.add(unit, rows)
             i += 1
             empty = 0 if rows else empty + 1
@@ -881,12 +877,8 @@ def render_arrangements(out_dir: Path, parts_dir: Path, minutes: float = ARR_MIN
         mix = trim_silence(mix[: int(dur * SR)])
         group = f"arrangement:{j:05d}"
         meta = ClipMeta("music", "music", group, pkg, version, desc, lic, split=split_of(group))
-        rows = []
-        for k, piece in enumerate(cut_pieces(mix)):
-            cid = f"music-arr-{j:05d}-{k}"
-            rel, sha, d = write_clip(out_dir, "music", "music", cid, piece)
-            rows.append(manifest_row(cid, rel, sha, d, meta))
-            have += d
+        rows, secs = write_pieces(out_dir, mix, f"music-arr-{j:05d}", meta)
+        have += secs
         writer.add(unit, rows)
         j += 1
     writer.close()
