@@ -304,3 +304,17 @@ def test_music_arrangements_share_one_key_and_render_as_full_mix(tmp_path):
                         for r in rows)
     x, sr = sf.read(str(tmp_path / rows[0]["path"]))
     assert sr == SR and common.dbfs(x) > -40 and abs(len(x) / SR - rows[0]["duration"]) < 0.01
+
+
+def test_music_excerpts_come_from_the_middle_of_a_track(tmp_path):
+    """Game-music tracks give 10 s excerpts at 30 % and 65 % of their length (not the intro or fade-out),
+    sample-exact, decoded without the rest of the file."""
+    n = 60 * SR
+    x = (np.arange(n) / n).astype(np.float32) * 0.5          # a ramp: the value tells the position
+    p = _write(tmp_path / "track.wav", x)
+    ex = common.load_excerpts(p)
+    assert [len(e) for e in ex] == [10 * SR, 10 * SR]
+    assert abs(ex[0][0] - 0.5 * 0.3) < 1e-3 and abs(ex[1][0] - 0.5 * 0.65) < 1e-3
+    short = _write(tmp_path / "short.wav", x[: 12 * SR])
+    ex2 = common.load_excerpts(short)                          # a short track: windows clamp to its end
+    assert all(len(e) == 10 * SR for e in ex2) and abs(ex2[1][-1] - x[12 * SR - 1]) < 1e-3

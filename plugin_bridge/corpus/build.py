@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dedup, sources
 from .common import (FAMILIES, SR, ClipMeta, PartWriter, assign_splits, atomic_write_text, check_row, cut_pieces,
-                     dbfs, load_audio, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
+                     dbfs, load_audio, load_excerpts, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
 
 DEFAULT_OUT = Path("/work/corpus")
 DEFAULT_SCRATCH = Path("/work/scratch")
@@ -31,8 +31,9 @@ REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", 
                  "warzone2100-data", "torcs-data", "supertux-data", "warmux-data", "wordwarvi-sound",
                  "freeciv-data", "sonic-pi-samples", "lmms-common", "wesnoth-1.16-music", "warzone2100-music",
                  "hedgewars-data", "colobot-common-sounds"]
-# game music tracks give at most this many <= 10 s pieces each (~280 tracks -> ~90 min of "music")
+# game music tracks give 2 excerpts of 10 s each, at 30 % and 65 % of the track (~280 tracks -> ~90 min)
 MAX_PIECES_BY_LABEL = {"music": 2}
+EXCERPT_POSITIONS = {"music": (0.3, 0.65)}
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
 DEV_MIN_SECONDS = 12.0
@@ -226,9 +227,14 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
             if max_minutes and minutes[it.label] >= max_minutes:
                 continue
             try:
-                # quiet recordings are raised as a whole (peak to QUIET_PEAK) before cutting, so the
-                # near-silence test of each piece is relative to the file's own level
-                x = normalise(trim_silence(load_audio(it.path)))
+                if it.label in EXCERPT_POSITIONS:
+                    excerpts = load_excerpts(it.path, EXCERPT_POSITIONS[it.label])
+                    x = np.zeros(SR, np.float32) if excerpts else np.zeros(0, np.float32)
+                else:
+                    # quiet recordings are raised as a whole (peak to QUIET_PEAK) before cutting, so the
+                    # near-silence test of each piece is relative to the file's own level
+                    x = normalise(trim_silence(load_audio(it.path)))
+                    excerpts = None
             except Exception as exc:
                 log(f"cannot read {it.path}: {exc}")
                 writer.add(unit, [])
@@ -239,7 +245,8 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
                 meta = ClipMeta(fam, it.label, _group(it), it.package, versions[it.package],
                                 sources.display_source_path(it.package, it.source_path), lic, split=split,
                                 gender=it.gender, language=it.language)
-                for k, piece in enumerate(cut_pieces(x, max_pieces=MAX_PIECES_BY_LABEL.get(it.label, MAX_PIECES_PER_FILE))):
+                pieces = excerpts if excerpts is not None else cut_pieces(x, max_pieces=MAX_PIECES_PER_FILE)
+                for k, piece in enumerate(pieces):
                     cid = f"{_slug(it.package)}-{short_hash(it.package, it.source_path)}-{k}"
                     rel, sha, dd = write_clip(out, fam, it.label, cid, piece)
                     rows.append(manifest_row(cid, rel, sha, dd, meta))
