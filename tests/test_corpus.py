@@ -115,6 +115,13 @@ def test_copyright_parsing(tmp_path):
     assert info.licence_for("usr/share/x/sound/ambience/a.ogg")[0] == "CC-BY-SA-3.0"
     lic, who = info.licence_for("sound/doors/door1.ogg")
     assert lic == "CC-BY-3.0" and "Door Person" in who
+    # a stanza naming one upstream file is found under its installed directory (sonic-pi: etc/samples/x.flac
+    # is installed as usr/share/sonic-pi/samples/x.flac); other files of that directory keep the default
+    cp.write_text("Files: *\nCopyright: Team\nLicense: MIT\n\nFiles: etc/samples/vinyl_hiss.flac\n"
+                  "Copyright: 2011 veezay\nLicense: CC0\n", encoding="utf-8")
+    info = sources.parse_copyright(cp)
+    assert info.licence_for("usr/share/sonic-pi/samples/vinyl_hiss.flac")[0] == "CC0"
+    assert info.licence_for("usr/share/sonic-pi/samples/perc_door.flac")[0] == "MIT"
 
 
 def test_dedup_finds_duplicate_and_near_duplicate_not_different():
