@@ -246,7 +246,9 @@ for _lab, _extra in {"birds": ["birds tweeting"], "wind": ["wind blowing"], "rai
 
 # queries meaning a whole family or a set of labels; the mixer makes targets summing 1-3 members
 UMBRELLAS = {
-    "effects": {"members_family": "environmental",
+    # sound effects = the environmental family minus the clean-up noises (hum, hiss, room tone, mic wind,
+    # crackle are what an editor removes, not an effect track): explicit members, filled in at write time
+    "effects": {"members_family_except": ("environmental", ["hum", "hiss", "room_tone", "wind_noise", "crackle"]),
                 "synonyms": ["effects", "sound effects", "sfx", "fx", "foley", "noises", "sounds", "hard effects"],
                 "captions": ["the sound effects", "all the sound effects", "foley and effects", "everything that is not dialogue or music",
                              "the effects track"]},
@@ -329,8 +331,13 @@ def write_labels_json(rows: list[dict], path: Path, min_clips: int = 1) -> dict:
     umbrellas = {}
     for name, u in UMBRELLAS.items():
         u = dict(u)
+        if "members_family_except" in u:
+            fam, skip = u.pop("members_family_except")
+            u["members"] = sorted(lab for lab, e in labels.items() if e["family"] == fam and lab not in skip)
         if "members" in u:
             u["members"] = [m for m in u["members"] if m in labels]
+            if not u["members"]:
+                continue
         elif not any(e["family"] == u["members_family"] for e in labels.values()):
             continue
         umbrellas[name] = u
