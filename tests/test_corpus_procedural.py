@@ -199,3 +199,13 @@ def test_v2_rules_label_real_paths(pkg, path, label):
     assert (hit[0] if hit else None) == label
     if label:
         assert not sources.is_reserved(pkg, path, label)
+
+
+def test_every_procedural_label_states_its_method_and_is_in_the_vocabulary():
+    from plugin_bridge.corpus import vocab
+    m = P.methods()
+    assert set(m) == set(P.GENERATORS)
+    for lab, text in m.items():
+        assert len(text) > 150 and "\n" not in text, lab
+        fam, group, syn, caps = vocab.VOCAB[lab]
+        assert fam == "environmental" and group == P.GENERATORS[lab][1], lab

@@ -415,3 +415,9 @@ def build_procedural(out_dir: Path, labels=None, units: int = UNITS_PER_LABEL, l
         log(f"procedural/{label}: {units} clips")
     writer.close()
     return total
+
+
+def methods() -> dict[str, str]:
+    """label -> the generator's method statement (its docstring on one line), for the model card."""
+    import inspect
+    return {lab: " ".join(inspect.getdoc(fn).split()) for lab, (fn, _) in GENERATORS.items()}
