@@ -38,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--no-residual", action="store_true", help="do not write the residual")
     p.add_argument("--start", type=float, default=None, help="region start in seconds")
     p.add_argument("--end", type=float, default=None, help="region end in seconds")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_separate)
 
@@ -108,7 +109,7 @@ def cmd_separate(args) -> int:
     settings = SeparationSettings(chunk_seconds=args.chunk, overlap=args.overlap, per_channel=args.per_channel,
                                   residual=not args.no_residual)
     res = sep.separate_file(args.input, queries, args.out, fmt=args.format, settings=settings,
-                            progress=_progress_printer(args.quiet), region=region)
+                            progress=_progress_printer(args.quiet), region=region, overwrite=args.overwrite)
     for q, p in zip(queries, res.stem_paths):
         print(f"{q.text!r}: {p}")
     if res.residual_path:

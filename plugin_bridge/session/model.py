@@ -305,7 +305,9 @@ class Session:
         if not path:
             raise SessionError("no file name given for the session", "path")
         path = os.path.abspath(path)
-        text = self.to_json(os.path.dirname(path))
+        data = self.to_dict(os.path.dirname(path))
+        validate(data, os.path.basename(path))  # never write a session that would not open again
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         atomic_write_text(path, text)
         self.path = path
         return path
