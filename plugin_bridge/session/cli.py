@@ -193,9 +193,19 @@ def cmd_run(args) -> int:
         if p.stage == "done":
             sys.stderr.write("\n")
 
+    from plugin_bridge.fileio import remove_stale_partials
+
+    for p in remove_stale_partials(s.stems_dir):
+        print(f"removed {p}: a partial file left by an interrupted run", file=sys.stderr)
     q = JobQueue(s, on_progress=prog, overrides=overrides)
+    sig = getattr(args, "cancel", None)
+    if sig is not None:  # SIGINT/SIGTERM/SIGHUP: the running job stops at its next chunk
+        sig.deferring = True
+        sig.on_signal(q.interrupt)
     failed = 0
     for k, job in enumerate(todo, 1):
+        if sig is not None and sig.signum is not None:
+            break
         if job.status != "pending":
             continue
         r = s.region(job.region_id)
@@ -204,6 +214,11 @@ def cmd_run(args) -> int:
             print(f"[{k}/{len(todo)}] {t.name}: {r.name or 'region'} {r.start}-{r.end} "
                   f"({', '.join(qq.display for qq in job.queries)})", file=sys.stderr)
         res = q.run_one(job)
+        if res is None and job.status == "cancelled" and sig is not None and sig.signum is not None:
+            left = sum(1 for j in s.jobs if j.status == "pending")
+            print(f"\ncancelled ({sig.name}): job {job.id[:8]} recorded as cancelled, no stems written; "
+                  f"{left} job(s) still pending", file=sys.stderr)
+            return sig.exit_code
         if res is None:
             failed += 1
             print(f"  {job.status}: {job.error}", file=sys.stderr)

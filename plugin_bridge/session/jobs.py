@@ -521,6 +521,11 @@ class JobQueue:
         for ev in list(self._cancel.values()):
             ev.set()
 
+    def interrupt(self) -> None:
+        """Stop the running job at its next chunk (it is recorded as cancelled); pending jobs stay
+        pending.  Safe to call from a signal handler."""
+        self._cancel_all.set()
+
     def retry(self, job_id: str) -> None:
         job = self.session.job(job_id)
         if job.status in ("failed", "cancelled"):
@@ -545,8 +550,10 @@ class JobQueue:
             sep = self.factory(self.overrides.get("backend") or effective_settings(self.session, job)["backend"],
                                self.overrides.get("device") or effective_settings(self.session, job)["device"])
             res = run_job(self.session, job, sep, self.history, prog, cancel, self.overrides)
-        except JobCancelled:
+        except (JobCancelled, KeyboardInterrupt) as exc:
             self._set(job, status="cancelled", error="cancelled by the user", finished=now_iso())
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             return None
         except BaseException as exc:  # noqa: BLE001 - the queue must go on
             if not isinstance(exc, PluginBridgeError):
