@@ -141,8 +141,6 @@ def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt:
         return random_model()
     if os.path.isdir(spec):
         raise CheckpointError(f"{spec}: is a folder; --model takes a .safetensors model or an AudioSep .ckpt file")
-    if not os.path.exists(spec):
-        raise CheckpointError(f"{spec}: no such model file")
     ext = os.path.splitext(spec)[1].lower()
     if ext == ".safetensors":
         return load_safetensors_model(spec)
