@@ -117,7 +117,7 @@ def check_checkpoint_file(path: str) -> bool:
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:
         with open(path, "rb") as f:
-            if f.read(1) != b"\x80":  # every pickle since protocol 2 starts with PROTO
+            if f.read(1) != b"\x80" or not _is_pickle_stream(path):  # pickles since protocol 2 start with PROTO
                 raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a "
                                       "pickle); give a .safetensors model or an AudioSep .ckpt")
     return is_zip
@@ -136,8 +136,6 @@ def load_checkpoint(path: str) -> Any:
 
     # weights_only refused something: find out what, statically.
     reason = _unpickler_reason(first_error)
-    if not is_zip and not _is_pickle_stream(path):
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not a valid pickle stream: {reason})")
     if not is_zip:
         raise CheckpointError(
             f"{path}: refused to load: the checkpoint (legacy, non-zip format) refers to code that is not "

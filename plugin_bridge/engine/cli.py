@@ -78,6 +78,9 @@ def _progress_printer(quiet: bool):
     return cb
 
 
+MAX_THREADS = 256
+
+
 def check_region_seconds(start: float | None, end: float | None, duration: float) -> None:
     """--start/--end: finite seconds within the file, end after start (one line naming the option)."""
     for name, v in (("--start", start), ("--end", end)):
@@ -102,8 +105,8 @@ def cmd_separate(args) -> int:
     queries = [Query(q, n or None) for q, n in zip(args.query, negs)]
     info = probe(args.input)
     check_region_seconds(args.start, args.end, info.duration)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: must be a whole number of at least 1")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads {args.threads}: must be a whole number from 1 to {MAX_THREADS}")
     region = (0, None)
     if args.start is not None or args.end is not None:
         s = int(round((args.start or 0) * info.sample_rate))

@@ -27,6 +27,13 @@ def _fail(path: str, msg: str):
     raise AudioInputError(f"{path}: {msg}")
 
 
+def _check_rate(path: str, what: str, rate: float) -> None:
+    from plugin_bridge.engine.reader import MAX_RATE, MIN_RATE  # decoders misbehave far outside this range
+
+    if not MIN_RATE <= rate <= MAX_RATE:
+        _fail(path, f"{what} header says a sample rate of {rate:g} Hz; supported: {MIN_RATE}-{MAX_RATE} Hz")
+
+
 def _frames_text(frames: int, rate: int) -> str:
     return f"{frames} frames ({frames / rate:.2f} s)" if rate > 0 else f"{frames} frames"
 
@@ -89,8 +96,7 @@ def _wav_frames(path: str, fmt: bytes, data_size: int, available: int) -> int:
                     f"({name} allows {'/'.join(map(str, allowed_bits))} bits); the header is damaged")
     if not 1 <= ch <= _MAX_CHANNELS:
         _fail(path, f"WAV header says {ch} channels (allowed 1-{_MAX_CHANNELS}); the header is damaged")
-    if rate <= 0:
-        _fail(path, f"WAV header says a sample rate of {rate} Hz; the header is damaged")
+    _check_rate(path, "WAV", rate)
     if block_align != ch * bits // 8:
         _fail(path, f"WAV header block size {block_align} does not match {ch} channels x {bits} bits "
                     f"(= {ch * bits // 8}); the header is damaged")
@@ -118,6 +124,7 @@ def _check_aiff(path: str, f, size: int, aifc: bool) -> int:
             if comm is None:
                 _fail(path, "AIFF sound data comes before the COMM chunk; the header is damaged")
             ch, frames, bits = struct.unpack(">hIh", comm[:8])
+            _check_rate(path, "AIFF", _ieee_extended(comm[8:18]))
             comp = comm[18:22] if aifc and len(comm) >= 22 else b"NONE"
             if comp not in _AIFC_OK:
                 _fail(path, f"AIFF-C compression {comp.decode('latin-1')!r} is not supported; convert it to PCM")
@@ -132,6 +139,18 @@ def _check_aiff(path: str, f, size: int, aifc: bool) -> int:
             return frames
         pos = body + csize + (csize & 1)
     _fail(path, "AIFF file has no sound data")
+
+
+def _ieee_extended(b: bytes) -> float:
+    """80-bit IEEE 754 extended (AIFF's sample rate field)."""
+    exp = ((b[0] & 0x7F) << 8) | b[1]
+    mant = int.from_bytes(b[2:10], "big")
+    if exp == 0 and mant == 0:
+        return 0.0
+    if exp == 0x7FFF:
+        return float("inf")
+    v = mant * 2.0 ** (exp - 16383 - 63) if exp - 16383 - 63 < 1000 else float("inf")
+    return -v if b[0] & 0x80 else v
 
 
 # -- FLAC ---------------------------------------------------------------------------------------------
@@ -199,8 +218,7 @@ def _check_flac(path: str, f, size: int) -> int | None:
     rate = packed >> 44
     ch = ((packed >> 41) & 7) + 1
     total = packed & ((1 << 36) - 1)
-    if rate == 0:
-        _fail(path, "FLAC STREAMINFO says a sample rate of 0 Hz; the header is damaged")
+    _check_rate(path, "FLAC", rate)
     if total == 0:
         return None  # length unknown (a stream): nothing to compare
     # the last frame header in the file tells how far the audio really goes
