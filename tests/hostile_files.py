@@ -41,3 +41,22 @@ def make_hostile_files(folder) -> dict:
     out["cut.flac"] = "truncated"
     out["cutlast.flac"] = "cut short"
     return out
+
+
+def drop_paths(widget, paths) -> bool:
+    """Drag ``paths`` onto ``widget`` and drop them, as a file manager does; True when the drag was accepted."""
+    from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+    from PyQt6.QtGui import QDragEnterEvent, QDropEvent
+    from PyQt6.QtWidgets import QApplication
+
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    ev = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
+                    Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, ev)
+    return True

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fuzz_helpers import ProbeWorker, folder_state, json_paths
+from hostile_files import wav_bytes
 
 N = int(os.environ.get("PB_FUZZ_EXAMPLES", 0)) or None
 FUZZ = dict(deadline=None, derandomize=N is None, suppress_health_check=list(HealthCheck))
@@ -28,13 +29,6 @@ FUZZ = dict(deadline=None, derandomize=N is None, suppress_health_check=list(Hea
 
 def _examples(ci: int) -> int:
     return N or ci
-
-
-def _wav(tag, ch, rate, bits, data, block_align=None):
-    ba = ch * bits // 8 if block_align is None else block_align
-    fmt = struct.pack("<HHIIHH", tag, ch, rate, rate * ba, ba, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def bases(tmp_path_factory):
             f.write(x)
         out[name] = ((d / name).read_bytes(), 12000, 2)
     pcm = (np.clip(x.T, -1, 1) * 100).astype(np.int8).tobytes()
-    out["alaw.wav"] = (_wav(6, 2, 48000, 8, pcm), 12000, 2)
+    out["alaw.wav"] = (wav_bytes(6, 2, 48000, 8, pcm), 12000, 2)
     return out
 
 

@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt6.QtCore import QPoint, QPointF, Qt, QUrl, QMimeData  # noqa: E402
-from PyQt6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
-from PyQt6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+from PyQt6.QtWidgets import QMessageBox  # noqa: E402
 
-from hostile_files import make_hostile_files  # noqa: E402
+from hostile_files import drop_paths, make_hostile_files  # noqa: E402
 
 
 @pytest.fixture
@@ -29,18 +27,6 @@ def window(qtbot, tmp_path, monkeypatch):
     w.show()
     yield w
     w.close()
-
-
-def _drop(w, paths):
-    md = QMimeData()
-    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
-                            Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(w, enter)
-    assert enter.isAccepted()
-    ev = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
-                    Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(w, ev)
 
 
 def test_damaged_files_opened_or_dropped_give_a_message_and_keep_the_session(tmp_path, window):
@@ -62,13 +48,13 @@ def test_damaged_files_opened_or_dropped_give_a_message_and_keep_the_session(tmp
         assert "Traceback" not in window.last_error
         assert window.session is s
         window.last_error = None
-        _drop(window, [bad / name])
+        assert drop_paths(window, [bad / name])
         assert window.last_error and words in window.last_error
         assert window.session is s
     # several dropped at once onto the open session: the damaged ones are skipped, not added
     n = len(s.tracks)
     window.last_error = None
-    _drop(window, [bad / n_ for n_ in cases] + [good / "take.wav"])
+    drop_paths(window, [bad / n_ for n_ in cases] + [good / "take.wav"])
     assert len(s.tracks) == n + 1 and all(t.path.endswith("take.wav") for t in s.tracks)
     assert all(n_ in window.last_error for n_ in cases), window.last_error
 

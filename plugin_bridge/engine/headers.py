@@ -58,15 +58,22 @@ def check_header(path: str) -> int | None:
     return None
 
 
+def _chunks(f, size: int, endian: str):
+    """(id, size, body offset) of each RIFF/IFF chunk after the 12-byte file header (the file position
+    is at the body when the caller gets it)."""
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, csize = struct.unpack(endian + "4sI", f.read(8))
+        yield cid, csize, pos + 8
+        pos += 8 + csize + (csize & 1)
+
+
 # -- WAV ----------------------------------------------------------------------------------------------
 def _check_wav(path: str, f, size: int, rf64: bool) -> int:
     fmt = None
     ds64_data = None
-    pos = 12
-    while pos + 8 <= size:
-        f.seek(pos)
-        cid, csize = struct.unpack("<4sI", f.read(8))
-        body = pos + 8
+    for cid, csize, body in _chunks(f, size, "<"):
         if cid == b"ds64" and rf64 and csize >= 28:
             _riff, ds64_data, _frames = struct.unpack("<QQQ", f.read(24))
         elif cid == b"fmt ":
@@ -79,7 +86,6 @@ def _check_wav(path: str, f, size: int, rf64: bool) -> int:
             if rf64 and csize == 0xFFFFFFFF and ds64_data is not None:
                 csize = ds64_data
             return _wav_frames(path, fmt, csize, size - body)
-        pos = body + csize + (csize & 1)
     _fail(path, "WAV file has no data chunk" if fmt is not None else "WAV file has no fmt chunk")
 
 
@@ -111,11 +117,7 @@ def _wav_frames(path: str, fmt: bytes, data_size: int, available: int) -> int:
 # -- AIFF ---------------------------------------------------------------------------------------------
 def _check_aiff(path: str, f, size: int, aifc: bool) -> int:
     comm = None
-    pos = 12
-    while pos + 8 <= size:
-        f.seek(pos)
-        cid, csize = struct.unpack(">4sI", f.read(8))
-        body = pos + 8
+    for cid, csize, body in _chunks(f, size, ">"):
         if cid == b"COMM":
             comm = f.read(min(csize, 22))
             if len(comm) < 18:
@@ -137,7 +139,6 @@ def _check_aiff(path: str, f, size: int, aifc: bool) -> int:
                 _fail(path, f"truncated or damaged: the header says {frames} frames of audio but the file "
                             f"holds only {real}; repair or re-export it")
             return frames
-        pos = body + csize + (csize & 1)
     _fail(path, "AIFF file has no sound data")
 
 
