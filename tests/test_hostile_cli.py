@@ -257,3 +257,19 @@ def test_a_signal_during_session_run_records_the_job_as_cancelled(tmp_path, monk
     s = Session.load(sess)
     assert [j.status for j in s.jobs] == ["cancelled", "pending"]
     assert not os.path.exists(s.stems_dir) or os.listdir(s.stems_dir) == []
+
+
+def test_long_preset_values_keep_the_reason_in_the_message(tmp_path):
+    from plugin_bridge.session.presets import PresetStore
+
+    p = json.loads(PresetStore().get("Podcast").to_json())
+    q = p["queries"][0]
+    cases = [(dict(p, queries=[dict(q, label=f"L{i}") for i in range(33)]),
+              "'queries' is invalid: has 33 entries; at most 32 are allowed"),
+             (dict(p, queries=[dict(q, label="x" * 300)]),
+              "'queries[0].label' is invalid: is 300 characters long; at most 100 are allowed")]
+    for data, words in cases:
+        f = tmp_path / "p.json"
+        f.write_text(json.dumps(data))
+        rc, _out, err = _main(["presets", "import", str(f)])
+        assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err

@@ -598,6 +598,11 @@ def schema_error(validator, data: Any, source: str, what: str, exc_cls=SessionEr
     else:
         fld = field_path(parts) or "(top level)"
         detail = err.message
+        n = len(err.instance) if isinstance(err.instance, (list, str)) else None
+        if err.validator == "maxItems" and n is not None:
+            detail = f"has {n} entries; at most {err.validator_value} are allowed"
+        elif err.validator == "maxLength" and n is not None:
+            detail = f"is {n} characters long; at most {err.validator_value} are allowed"
         if len(detail) > 200:  # shorten the quoted value, never the reason after it
             r = repr(err.instance)
             detail = detail.replace(r, r[:40] + "..." if len(r) > 40 else r)
