@@ -401,6 +401,7 @@ class MainWindow(QMainWindow):
             if j.status == "pending":
                 j.status, j.error = "cancelled", "interrupted (the program closed); press Retry to run it again"
         self.jobs.start()
+        self._remove_stale_partials(s)
         self.job_panel.clear()
         for j in s.jobs:
             self.job_panel.update_job(j, self._job_title(j))
@@ -417,6 +418,19 @@ class MainWindow(QMainWindow):
         self.axis.fit()
         if s.regions:
             self.select_region(s.regions[0].id)
+
+    def _remove_stale_partials(self, s: Session) -> list[str]:
+        """Partial files an interrupted render (killed, power loss) left in the stems folder go, with a note."""
+        from plugin_bridge.fileio import remove_stale_partials
+
+        try:
+            removed = remove_stale_partials(s.stems_dir) if s.path else []
+        except PluginBridgeError:
+            removed = []
+        if removed:
+            self.statusBar().showMessage(f"Removed {len(removed)} partial file(s) left by an interrupted render: "
+                                         + ", ".join(os.path.basename(p) for p in removed), 15000)
+        return removed
 
     def _shutdown_session(self):
         if self.jobs is not None:
@@ -576,14 +590,17 @@ class MainWindow(QMainWindow):
         """Add audio files as new source tracks (one undo step)."""
         from plugin_bridge.session.open import session_from_files
 
+        warnings: list[str] = []
         try:
-            tmp = session_from_files(paths, warnings=[], skip_unreadable=True)
+            tmp = session_from_files(paths, warnings=warnings, skip_unreadable=True)
         except Exception as exc:  # noqa: BLE001
             self.show_error(_pretty(exc))
             return
         with self.history.transaction(f"Add {len(tmp.tracks)} tracks"):
             for t in tmp.tracks:
                 self.history.add_track(t)
+        if warnings:  # the files that were skipped, and why
+            self.show_error("\n".join(warnings), "Some files were not added")
 
     def closeEvent(self, ev):
         if not self.maybe_save():
@@ -875,13 +892,11 @@ class MainWindow(QMainWindow):
         def work():
             err = None
             try:
-                from pedalboard.io import AudioFile
-
+                from plugin_bridge.engine.reader import read_all
                 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet
                 from plugin_bridge.plugins import render_chain
 
-                with AudioFile(raw) as f:
-                    rate, x = int(round(f.samplerate)), f.read(f.frames)
+                x, rate = read_all(raw)  # header checks first: a damaged stem is a message
                 y = render_chain(chain, x, rate)
                 # keep the stem's format: float WAV keeps any gain above full scale unclipped
                 fmt = "wav32f" if ext.lower() == ".wav" else "flac24"

@@ -84,6 +84,9 @@ def load_audiosep_checkpoint(path: str, tokenizer: str | None = None, clap_ckpt:
     """
     from plugin_bridge.models.encoders.clap import ClapTextEncoder, resolve_tokenizer_files
 
+    from plugin_bridge.checkpoints import check_checkpoint_file
+
+    check_checkpoint_file(path)  # a file that is no checkpoint at all is named as such first
     resolve_tokenizer_files(tokenizer, hf_cache_dir)  # fail fast, before reading a 1 GB file
     state = extract_state_dict(load_checkpoint(path), path)
     net = build_audiosep_net(state, path)

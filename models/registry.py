@@ -91,7 +91,7 @@ def load_safetensors_model(path: str) -> LoadedModel:
         raise CheckpointError(f"{path}: safetensors file has no 'config' metadata; not a plugin-bridge model")
     try:
         cfg = ResUNetConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise CheckpointError(f"{path}: invalid model config in metadata ({exc})") from None
     net = ResUNet(cfg)
     load_state_strict(net, tensors, path)
@@ -139,6 +139,8 @@ def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt:
         return random_model()
     if spec == "random-demo":
         return random_model()
+    if os.path.isdir(spec):
+        raise CheckpointError(f"{spec}: is a folder; --model takes a .safetensors model or an AudioSep .ckpt file")
     ext = os.path.splitext(spec)[1].lower()
     if ext == ".safetensors":
         return load_safetensors_model(spec)

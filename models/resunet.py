@@ -66,6 +66,24 @@ class ResUNetConfig:
         return math.prod(p[1] for p in self.encoder_pools)
 
     def validate(self) -> "ResUNetConfig":
+        def whole(name, v, lo, hi):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {v!r}")
+
+        whole("sample_rate", self.sample_rate, 1000, 192000)
+        whole("n_fft", self.n_fft, 16, 65536)
+        whole("input_channels", self.input_channels, 1, 64)
+        whole("condition_size", self.condition_size, 1, 65536)
+        whole("bottleneck_channels", self.bottleneck_channels, 1, 4096)
+        if not isinstance(self.hop, int) or isinstance(self.hop, bool):
+            raise ValueError(f"hop must be a whole number, got {self.hop!r}")
+        for c in self.encoder_channels:
+            whole("encoder_channels[]", c, 1, 4096)
+        for p in self.encoder_pools:
+            for v in p:
+                whole("encoder_pools[][]", v, 1, 16)
+        if not (isinstance(self.momentum, (int, float)) and math.isfinite(self.momentum) and 0 <= self.momentum <= 1):
+            raise ValueError(f"momentum must be a number from 0 to 1, got {self.momentum!r}")
         if self.mask not in ("complex", "magnitude"):
             raise ValueError(f"mask must be 'complex' or 'magnitude', got {self.mask!r}")
         if self.input_transform not in ("linear", "log1p"):

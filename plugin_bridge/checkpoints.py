@@ -29,7 +29,7 @@ import torch
 
 from plugin_bridge.errors import CheckpointError
 
-__all__ = ["load_checkpoint", "extract_state_dict", "InertGlobal", "SAFE_NAMESPACES", "SAFE_EXACT",
+__all__ = ["load_checkpoint", "check_checkpoint_file", "extract_state_dict", "InertGlobal", "SAFE_NAMESPACES", "SAFE_EXACT",
            "classify_globals"]
 
 # Modules whose classes may appear in a Lightning checkpoint as metadata.  Stand-ins replace them, so
@@ -104,8 +104,9 @@ def _torch_load(path: str, mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
-def load_checkpoint(path: str) -> Any:
-    """Load a torch checkpoint without unpickling code.  Returns the saved object (usually a dict)."""
+def check_checkpoint_file(path: str) -> bool:
+    """Cheap checks before anything is loaded (no unpickling): the file exists, is not empty and is a
+    torch.save zip archive (True) or a pickle stream (False); else one-line ``CheckpointError``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -114,6 +115,18 @@ def load_checkpoint(path: str) -> Any:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes)")
     is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80" or not _is_pickle_stream(path):  # pickles since protocol 2 start with PROTO
+                raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip archive nor a "
+                                      "pickle); give a .safetensors model or an AudioSep .ckpt")
+    return is_zip
+
+
+def load_checkpoint(path: str) -> Any:
+    """Load a torch checkpoint without unpickling code.  Returns the saved object (usually a dict)."""
+    path = os.fspath(path)
+    is_zip = check_checkpoint_file(path)
     try:
         return _torch_load(path, mmap=is_zip)
     except pickle.UnpicklingError as exc:
@@ -122,10 +135,11 @@ def load_checkpoint(path: str) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(exc)})") from None
 
     # weights_only refused something: find out what, statically.
+    reason = _unpickler_reason(first_error)
     if not is_zip:
         raise CheckpointError(
             f"{path}: refused to load: the checkpoint (legacy, non-zip format) refers to code that is not "
-            f"plain tensor data ({_short(first_error)}). Re-save it with a current torch.save, or use a "
+            f"plain tensor data ({reason}). Re-save it with a current torch.save, or use a "
             "checkpoint from a trusted source converted to .safetensors.")
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -165,6 +179,30 @@ def extract_state_dict(obj: Any, path: str = "checkpoint") -> dict[str, torch.Te
         return obj
     raise CheckpointError(
         f"{path}: no state_dict found (top-level keys: {sorted(map(str, obj))[:12]})")
+
+
+def _is_pickle_stream(path: str) -> bool:
+    """Whether the file starts with one well-formed pickle (a static parse: nothing is built or run)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for _op in pickletools.genops(f):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means: not a pickle
+        return False
+
+
+_BOILERPLATE = ("Weights only load failed", "In PyTorch 2.6", "Please file an issue", "Check the documentation",
+                "Re-running `torch.load`", "WeightsUnpickler error")
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The reason in torch's weights-only error, without its paragraph of advice."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(_BOILERPLATE) and "arbitrary code execution" not in ln]
+    return _short(Exception(" ".join(keep) if keep else str(exc)))
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -43,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from plugin_bridge.errors import JobCancelled
+    from plugin_bridge.interrupts import SignalCancel
+
+    sig = SignalCancel()
+    args.cancel = sig  # commands that stop cleanly poll it between chunks
     try:
-        return int(args.func(args) or 0)
+        with sig:
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"\ncancelled ({sig.name}): stopped; no partial output was left", file=sys.stderr)
+        return sig.exit_code
+    except JobCancelled as exc:
+        if sig.signum is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"\ncancelled ({sig.name}): {exc}", file=sys.stderr)
+        return sig.exit_code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

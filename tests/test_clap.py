@@ -274,7 +274,11 @@ def test_missing_tokenizer_files_errors(tmp_path, monkeypatch):
         resolve_tokenizer_files(str(half))
     with pytest.raises(EncoderUnavailableError, match="does not exist"):
         resolve_tokenizer_files(str(tmp_path / "nowhere"))
-    # loading a checkpoint fails the same way, before the file is read
+    # loading a checkpoint fails the same way, before the file is loaded (only its type is sniffed)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "never_read.ckpt", "w") as z:
+        z.writestr("archive/data.pkl", b"not loaded")
     with pytest.raises(EncoderUnavailableError, match="vocab.json"):
         load_model(str(tmp_path / "never_read.ckpt"), tokenizer=str(half))
 

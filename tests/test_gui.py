@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt, QUrl, QMimeData  # noqa: E402
-from PyQt6.QtGui import QDragEnterEvent, QDropEvent, QMouseEvent, QWheelEvent  # noqa: E402
+from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PyQt6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
@@ -312,16 +312,10 @@ def test_drag_a_region_to_move_it_and_its_edges_to_trim_it(tmp_path, make_window
 def test_drop_files_opens_them(tmp_path, make_window):
     folder = str(tmp_path / "proj")
     _make_session_folder(folder, 0.5)
+    from hostile_files import drop_paths
+
     w = make_window()
-    md = QMimeData()
-    md.setUrls([QUrl.fromLocalFile(folder)])
-    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
-                            Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(w, enter)
-    assert enter.isAccepted()
-    ev = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, md, Qt.MouseButton.NoButton,
-                    Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(w, ev)
+    assert drop_paths(w, [folder])
     assert w.session is not None and len(w.session.tracks) == 2
 
 

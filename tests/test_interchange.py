@@ -394,8 +394,10 @@ def test_export_cli(session, tmp_path, capsys):
     assert [t.offset for t in rpp_io.load(str(rp)).tracks] == [t.offset for t in session.tracks]
     # convert the RPP back to a DAWproject; refuse to overwrite without --force
     args = parser.parse_args(["export", str(rp), "--dawproject", str(dp)])
-    with pytest.raises(ConfigError, match="already exists"):
+    before = dp.read_bytes()
+    with pytest.raises(OutputError, match="already exists; use --force"):
         args.func(args)
+    assert dp.read_bytes() == before
     args = parser.parse_args(["export", str(rp), "--dawproject", str(dp), "--force"])
     assert args.func(args) == 0
     assert [t.id for t in dawproject.load(str(dp)).tracks] == [t.id for t in session.tracks]

@@ -1,6 +1,7 @@
 """``plugin-bridge separate`` and ``plugin-bridge bench``."""
 from __future__ import annotations
 
+import math
 import sys
 
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--no-residual", action="store_true", help="do not write the residual")
     p.add_argument("--start", type=float, default=None, help="region start in seconds")
     p.add_argument("--end", type=float, default=None, help="region end in seconds")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_separate)
 
@@ -76,6 +78,19 @@ def _progress_printer(quiet: bool):
     return cb
 
 
+MAX_THREADS = 256
+
+
+def check_region_seconds(start: float | None, end: float | None, duration: float) -> None:
+    """--start/--end: finite seconds within the file, end after start (one line naming the option)."""
+    for name, v in (("--start", start), ("--end", end)):
+        if v is not None and not (math.isfinite(v) and 0 <= v <= duration):
+            raise ConfigError(f"{name} {v:g}: must be a number of seconds from 0 to the file's length "
+                              f"({duration:.3f} s)")
+    if start is not None and end is not None and end <= start:
+        raise ConfigError(f"--end {end:g} must be after --start {start:g}")
+
+
 def cmd_separate(args) -> int:
     from plugin_bridge.engine.reader import probe
     from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
@@ -89,6 +104,9 @@ def cmd_separate(args) -> int:
     negs = negs + [""] * (len(args.query) - len(negs))
     queries = [Query(q, n or None) for q, n in zip(args.query, negs)]
     info = probe(args.input)
+    check_region_seconds(args.start, args.end, info.duration)
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads {args.threads}: must be a whole number from 1 to {MAX_THREADS}")
     region = (0, None)
     if args.start is not None or args.end is not None:
         s = int(round((args.start or 0) * info.sample_rate))
@@ -105,10 +123,15 @@ def cmd_separate(args) -> int:
         print(f"model: {model.name}  backend: {sep.backend.name} ({getattr(sep.backend, 'device', 'cpu')})",
               file=sys.stderr)
         print(f"input: {args.input}  {info.sample_rate} Hz, {info.channels} ch, {info.duration:.2f} s", file=sys.stderr)
+    from plugin_bridge.fileio import remove_stale_partials
+
+    for p in remove_stale_partials(args.out):
+        print(f"removed {p}: a partial file left by an interrupted run", file=sys.stderr)
     settings = SeparationSettings(chunk_seconds=args.chunk, overlap=args.overlap, per_channel=args.per_channel,
                                   residual=not args.no_residual)
     res = sep.separate_file(args.input, queries, args.out, fmt=args.format, settings=settings,
-                            progress=_progress_printer(args.quiet), region=region)
+                            progress=_progress_printer(args.quiet), region=region, overwrite=args.overwrite,
+                            cancel=getattr(args, "cancel", None))
     for q, p in zip(queries, res.stem_paths):
         print(f"{q.text!r}: {p}")
     if res.residual_path:

@@ -15,6 +15,7 @@ from plugin_bridge.errors import AudioInputError
 __all__ = ["AudioInfo", "StreamReader", "probe", "READ_EXTENSIONS"]
 
 READ_EXTENSIONS = (".wav", ".wave", ".bwf", ".aif", ".aiff", ".aifc", ".flac", ".mp3", ".ogg")
+LOSSY_EXTENSIONS = (".mp3", ".ogg")
 MIN_RATE, MAX_RATE = 8000, 192000
 
 
@@ -44,10 +45,24 @@ def _open(path: str):
     if ext not in READ_EXTENSIONS:
         raise AudioInputError(
             f"{path}: unknown audio format {ext or '(no extension)'}; readable: {', '.join(READ_EXTENSIONS)}")
+    from plugin_bridge.engine.headers import check_header
+
     try:
-        return AudioFile(path)
+        claimed = check_header(path)  # before the decoder: some damaged headers crash it
+    except OSError as exc:
+        raise AudioInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        f = AudioFile(path)
     except Exception as exc:  # pedalboard raises ValueError/RuntimeError with its own wording
         raise AudioInputError(f"{path}: cannot be decoded as {ext[1:].upper()} audio ({exc})") from None
+    frames = int(f.frames)
+    # no codec stores more than 8192 frames per byte (FLAC of digital silence is near 1/1000 byte each)
+    bound = os.path.getsize(path) * 8192 if claimed is None else claimed
+    if frames > bound:
+        f.close()
+        raise AudioInputError(f"{path}: the decoder reports {frames} frames, more than the file can hold "
+                              f"({bound}); the header is damaged")
+    return f
 
 
 def probe(path: str) -> AudioInfo:
@@ -107,7 +122,12 @@ class StreamReader:
             except Exception as exc:
                 raise AudioInputError(f"{self.path}: read failed at frame {self.offset + self._read_pos} ({exc})") from None
             if x.shape[-1] == 0:
-                # Some decoders report a frame count slightly larger than they deliver: pad with silence.
+                have = self.offset + self._read_pos
+                if os.path.splitext(self.path)[1].lower() not in LOSSY_EXTENSIONS or self.frames - self._read_pos > self.info.sample_rate:
+                    raise AudioInputError(
+                        f"{self.path}: truncated or damaged: the header says {self.info.frames} frames but decoding "
+                        f"stopped at frame {have}; repair or re-export it")
+                # MP3/Ogg decoders may report a frame count slightly larger than they deliver: pad with silence.
                 x = np.zeros((self.channels, stop - self._read_pos), np.float32)
             if not np.all(np.isfinite(x)):
                 bad = int(np.argmax(~np.isfinite(x).all(axis=0)))

@@ -276,8 +276,12 @@ class Separator:
                       fmt: OutputFormat | str = "wav24", settings: SeparationSettings = SeparationSettings(),
                       progress=None, cancel: CancelFlag = None, region: tuple[int, int | None] = (0, None),
                       names: list[str] | None = None, residual_name: str | None = None,
-                      basename: str | None = None) -> SeparationResult:
-        """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual."""
+                      basename: str | None = None, overwrite: bool = False) -> SeparationResult:
+        """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual.
+
+        An existing output file is an error (nothing is written) unless ``overwrite``."""
+        from plugin_bridge.fileio import check_writable_output
+
         fmt = OutputFormat(fmt) if isinstance(fmt, str) else fmt
         settings = settings.validate()
         t0 = time.monotonic()
@@ -285,17 +289,21 @@ class Separator:
         try:
             check_output_dir(out_dir)
             base = basename or os.path.splitext(os.path.basename(path))[0]
-            if names is None:
-                names = unique_names([f"{base}_{q.token}" for q in queries])
+            res_name = residual_name or f"{base}_residual"
+            if names is None:  # a query named like the residual gets a numbered name, never the same file
+                names = unique_names(([res_name] if settings.residual else []) + [f"{base}_{q.token}" for q in queries])
+                names = names[1:] if settings.residual else names
             if len(names) != len(queries):
                 raise ConfigError("one output name per query is needed")
             paths = [os.path.join(out_dir, n + fmt.extension) for n in names]
-            res_path = os.path.join(out_dir, (residual_name or f"{base}_residual") + fmt.extension) if settings.residual else None
+            res_path = os.path.join(out_dir, res_name + fmt.extension) if settings.residual else None
             all_paths = paths + ([res_path] if res_path else [])
             if len(set(map(os.path.abspath, all_paths))) != len(all_paths):
                 raise ConfigError("output names collide; give each query a distinct name")
             if os.path.abspath(path) in map(os.path.abspath, all_paths):
                 raise ConfigError("an output would overwrite the source audio; choose another folder or name")
+            for p in all_paths:
+                check_writable_output(p, overwrite)
             writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt)
             try:
                 def sink(start, blocks):

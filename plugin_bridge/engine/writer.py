@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plugin_bridge.errors import OutputError
+from plugin_bridge.fileio import temp_prefix
 
 __all__ = ["OutputFormat", "StemWriterSet", "FORMATS"]
 
@@ -75,7 +76,7 @@ class StemWriterSet:
             for p in paths:
                 d = os.path.dirname(os.path.abspath(p))
                 check_output_dir(d)
-                fd, tmp = tempfile.mkstemp(prefix=".pb-partial-", suffix=fmt.extension, dir=d)
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix("partial"), suffix=fmt.extension, dir=d)
                 os.close(fd)
                 self._tmp.append(tmp)
                 self._files.append(AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels,

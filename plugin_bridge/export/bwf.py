@@ -35,7 +35,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from plugin_bridge.errors import AudioInputError, ConfigError, OutputError
-from plugin_bridge.fileio import atomic_path
+from plugin_bridge.fileio import atomic_path, temp_prefix
 
 __all__ = ["write_bwf", "add_bext", "read_bext", "build_bext", "Bext", "stem_bext_fields", "tag_session_stems", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
            "ORIGINATOR"]
@@ -277,7 +277,7 @@ def write_bwf(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24, time
     d = os.path.dirname(target)
     try:
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", suffix=".wav", dir=d)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), suffix=".wav", dir=d)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

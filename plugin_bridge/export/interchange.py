@@ -65,15 +65,10 @@ def linear_to_db(lin: float) -> float:
 
 
 def _probe(path: str) -> tuple[int, int, int]:
-    from pedalboard.io import AudioFile
+    from plugin_bridge.engine.reader import probe  # header checks first: a damaged file is a message
 
-    try:
-        with AudioFile(path) as f:
-            return int(f.samplerate), int(f.num_channels), int(f.frames)
-    except FileNotFoundError:
-        raise AudioInputError(f"{path}: no such audio file") from None
-    except Exception as exc:  # pedalboard raises ValueError/RuntimeError for unreadable files
-        raise AudioInputError(f"{path}: cannot be read as audio ({exc})") from None
+    info = probe(path)
+    return info.sample_rate, info.channels, info.frames
 
 
 def timeline_clips(session: Session, probe: bool = True) -> list[Clip]:

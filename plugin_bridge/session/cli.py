@@ -7,6 +7,7 @@ import re
 import sys
 
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.fileio import check_writable_output
 
 
 def register(sub) -> None:
@@ -18,7 +19,8 @@ def register(sub) -> None:
     n = ss.add_parser("new", help="make a session from a folder of audio files or one audio file")
     n.add_argument("source", help="folder of audio files (one track each), an audio file, .dawproject or .rpp")
     n.add_argument("-o", "--output", required=True, help="session file to write (X.pbsession.json)")
-    n.add_argument("--force", action="store_true", help="overwrite an existing session file")
+    n.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="overwrite an existing session file")
     n.set_defaults(func=cmd_new)
 
     a = ss.add_parser("add-region", help="add a region with queries to a track (queued for `session run`)")
@@ -66,6 +68,7 @@ def register(sub) -> None:
     pe = ps.add_parser("export", help="write a preset to a file")
     pe.add_argument("name")
     pe.add_argument("file")
+    pe.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
     pe.set_defaults(func=cmd_presets_export)
 
     try:
@@ -78,14 +81,24 @@ def register(sub) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+#: the largest timeline position a session holds (its schema's limit)
+MAX_FRAME = 2 ** 53
+
+
 def _frames(text: str, rate: int, what: str) -> int:
     t = str(text).strip().lower()
-    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*s", t)
+    allowed = (f"--{what} must be a whole number of samples from 0 to {MAX_FRAME} (e.g. 48000) "
+               f"or seconds like 1.5s")
+    m = re.fullmatch(r"(\d{1,20}(?:\.\d*)?|\.\d+)\s*s", t)
     if m:
-        return int(round(float(m.group(1)) * rate))
-    if re.fullmatch(r"\d+", t):
-        return int(t)
-    raise ConfigError(f"--{what} {text!r} must be a whole number of samples (e.g. 48000) or seconds like 1.5s")
+        n = int(round(float(m.group(1)) * rate))
+    elif re.fullmatch(r"\d{1,20}", t):
+        n = int(t)
+    else:
+        raise ConfigError(f"{allowed}, not {str(text)[:40]!r}")
+    if n > MAX_FRAME:
+        raise ConfigError(f"{allowed}; {str(text)[:40]!r} is beyond that")
+    return n
 
 
 def cmd_new(args) -> int:
@@ -94,8 +107,7 @@ def cmd_new(args) -> int:
     out = args.output
     if not out.endswith(".json"):
         out += ".pbsession.json"
-    if os.path.exists(out) and not args.force:
-        raise ConfigError(f"{out} exists; use --force to replace it")
+    check_writable_output(out, args.force, "--force")
     warnings: list[str] = []
     s = open_session(args.source, warnings)
     base = os.path.basename(out)
@@ -119,6 +131,12 @@ def cmd_add_region(args) -> int:
     s = Session.load(args.session)
     track = s.track_by_name(args.track)
     start, end = _frames(args.start, s.sample_rate, "start"), _frames(args.end, s.sample_rate, "end")
+    if end <= start:
+        raise ConfigError(f"--end ({end}) must be after --start ({start})")
+    track_end = s.track_end(track)
+    if track_end is not None and (start >= track_end or end <= track.offset):
+        raise ConfigError(f"the region {start}-{end} lies outside the audio of track {track.name!r} "
+                          f"(frames {track.offset}-{track_end} at {s.sample_rate} Hz)")
     negs = args.negative or []
     labels = args.label or []
     if len(negs) > len(args.query) or len(labels) > len(args.query):
@@ -175,9 +193,19 @@ def cmd_run(args) -> int:
         if p.stage == "done":
             sys.stderr.write("\n")
 
+    from plugin_bridge.fileio import remove_stale_partials
+
+    for p in remove_stale_partials(s.stems_dir):
+        print(f"removed {p}: a partial file left by an interrupted run", file=sys.stderr)
     q = JobQueue(s, on_progress=prog, overrides=overrides)
+    sig = getattr(args, "cancel", None)
+    if sig is not None:  # SIGINT/SIGTERM/SIGHUP: the running job stops at its next chunk
+        sig.deferring = True
+        sig.on_signal(q.interrupt)
     failed = 0
     for k, job in enumerate(todo, 1):
+        if sig is not None and sig.signum is not None:
+            break
         if job.status != "pending":
             continue
         r = s.region(job.region_id)
@@ -186,6 +214,11 @@ def cmd_run(args) -> int:
             print(f"[{k}/{len(todo)}] {t.name}: {r.name or 'region'} {r.start}-{r.end} "
                   f"({', '.join(qq.display for qq in job.queries)})", file=sys.stderr)
         res = q.run_one(job)
+        if res is None and job.status == "cancelled" and sig is not None and sig.signum is not None:
+            left = sum(1 for j in s.jobs if j.status == "pending")
+            print(f"\ncancelled ({sig.name}): job {job.id[:8]} recorded as cancelled, no stems written; "
+                  f"{left} job(s) still pending", file=sys.stderr)
+            return sig.exit_code
         if res is None:
             failed += 1
             print(f"  {job.status}: {job.error}", file=sys.stderr)
@@ -245,6 +278,6 @@ def cmd_presets_import(args) -> int:
 def cmd_presets_export(args) -> int:
     from plugin_bridge.session.presets import PresetStore
 
-    path = PresetStore().export(args.name, args.file)
+    path = PresetStore().export(args.name, args.file, overwrite=args.overwrite)
     print(path)
     return 0

@@ -45,6 +45,7 @@ import zipfile
 from typing import Any
 
 from plugin_bridge.errors import OutputError
+from plugin_bridge.fileio import temp_prefix
 from plugin_bridge.export.interchange import (
     build_session, db_to_linear, linear_to_db, safe_name, seconds_str, sidecar_dict, timeline_clips, to_frames,
     valid_id,
@@ -345,7 +346,7 @@ def _resolve_file(z: zipfile.ZipFile, names: set, fr: ET.Element, base_dir: str,
         dest = f"{stem}_{n}{ext}"
     try:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pb-tmp-", dir=os.path.dirname(dest))
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=os.path.dirname(dest))
         with os.fdopen(fd, "wb") as out, z.open(ref) as src:
             shutil.copyfileobj(src, out, 1 << 20)
         os.replace(tmp, dest)

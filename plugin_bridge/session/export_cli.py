@@ -25,12 +25,13 @@ def register(subparsers) -> None:
                    help="DAWproject: copy the audio into the file (portable) instead of referencing it "
                         "relative to the project (small)")
     p.add_argument("--absolute-paths", action="store_true", help="RPP: write absolute audio paths")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
     from plugin_bridge.errors import ConfigError
+    from plugin_bridge.fileio import check_writable_output
     from plugin_bridge.session.open import open_session
 
     if not args.dawproject and not args.rpp:
@@ -44,8 +45,7 @@ def cmd_export(args) -> int:
     for o in outs:
         if os.path.abspath(o) == src:
             raise ConfigError(f"{o}: refusing to overwrite the session being exported")
-        if os.path.exists(o) and not args.force:
-            raise ConfigError(f"{o} already exists; use --force to overwrite it")
+        check_writable_output(o, args.force, "--force")
     session = open_session(args.session)
     if args.dawproject:
         from plugin_bridge.session import dawproject

@@ -80,12 +80,19 @@ def effective_settings(session: Session, job: JobRecord | None = None, overrides
 
 
 def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> JobPlan:
-    track = session.track(region.track_id)
-    if track.frames is None or track.sample_rate is None or track.channels is None:
-        from plugin_bridge.engine.reader import probe
+    from plugin_bridge.engine.reader import probe
 
-        info = probe(track.path)
-        track.sample_rate, track.channels, track.frames = info.sample_rate, info.channels, info.frames
+    track = session.track(region.track_id)
+    info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers
+    cached = (track.sample_rate, track.channels, track.frames)
+    real = (info.sample_rate, info.channels, info.frames)
+    for name, c, r, unit in zip(("sample rate", "channel count", "length"), cached, real, (" Hz", " ch", " frames")):
+        if c is not None and c != r:
+            raise SessionError(f"track {track.name!r}: the file {track.path} now has {name} {r}{unit} but the session "
+                               f"recorded {c}{unit}; the file was replaced - add it again as a new track",
+                               "tracks.sample_rate" if name == "sample rate" else
+                               "tracks.channels" if name == "channel count" else "tracks.frames")
+    track.sample_rate, track.channels, track.frames = real
     a, b = session.session_to_file_frames(track, region.start, region.end)
     start, end = max(0, a), min(track.frames, b)
     if end <= start:
@@ -514,6 +521,11 @@ class JobQueue:
         for ev in list(self._cancel.values()):
             ev.set()
 
+    def interrupt(self) -> None:
+        """Stop the running job at its next chunk (it is recorded as cancelled); pending jobs stay
+        pending.  Safe to call from a signal handler."""
+        self._cancel_all.set()
+
     def retry(self, job_id: str) -> None:
         job = self.session.job(job_id)
         if job.status in ("failed", "cancelled"):
@@ -538,8 +550,10 @@ class JobQueue:
             sep = self.factory(self.overrides.get("backend") or effective_settings(self.session, job)["backend"],
                                self.overrides.get("device") or effective_settings(self.session, job)["device"])
             res = run_job(self.session, job, sep, self.history, prog, cancel, self.overrides)
-        except JobCancelled:
+        except (JobCancelled, KeyboardInterrupt) as exc:
             self._set(job, status="cancelled", error="cancelled by the user", finished=now_iso())
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             return None
         except BaseException as exc:  # noqa: BLE001 - the queue must go on
             if not isinstance(exc, PluginBridgeError):

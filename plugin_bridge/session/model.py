@@ -305,7 +305,9 @@ class Session:
         if not path:
             raise SessionError("no file name given for the session", "path")
         path = os.path.abspath(path)
-        text = self.to_json(os.path.dirname(path))
+        data = self.to_dict(os.path.dirname(path))
+        validate(data, os.path.basename(path))  # never write a session that would not open again
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         atomic_write_text(path, text)
         self.path = path
         return path
@@ -475,6 +477,22 @@ _QUERY = {
     },
 }
 
+_SETTINGS = {
+    "type": "object",
+    "properties": {
+        "context_seconds": {"type": "number", "minimum": 0, "maximum": 60},
+        "chunk_seconds": {"type": "number", "minimum": 0.25, "maximum": 600},
+        "overlap": {"type": "number", "minimum": 0, "maximum": 0.75},
+        "backend": {"enum": ["auto", "torch", "onnx"]},
+        "device": {"enum": ["auto", "cpu", "cuda"]},
+        "format": {"enum": ["wav16", "wav24", "wav32f", "flac16", "flac24"]},
+        "name_template": {"type": "string", "minLength": 1},
+        "residual": {"enum": ["keep", "discard"]},
+        "residual_label": {"type": "string"},
+        "stems_dir": {"type": "string"},
+    },
+}
+
 SESSION_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "plugin-bridge session",
@@ -486,21 +504,7 @@ SESSION_SCHEMA: dict = {
         "id": _ID,
         "name": {"type": "string"},
         "sample_rate": {"type": "integer", "minimum": 8000, "maximum": 192000},
-        "settings": {
-            "type": "object",
-            "properties": {
-                "context_seconds": {"type": "number", "minimum": 0, "maximum": 60},
-                "chunk_seconds": {"type": "number", "minimum": 0.25, "maximum": 600},
-                "overlap": {"type": "number", "minimum": 0, "maximum": 0.75},
-                "backend": {"enum": ["auto", "torch", "onnx"]},
-                "device": {"enum": ["auto", "cpu", "cuda"]},
-                "format": {"enum": ["wav16", "wav24", "wav32f", "flac16", "flac24"]},
-                "name_template": {"type": "string", "minLength": 1},
-                "residual": {"enum": ["keep", "discard"]},
-                "residual_label": {"type": "string"},
-                "stems_dir": {"type": "string"},
-            },
-        },
+        "settings": _SETTINGS,
         "tracks": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["id", "name", "path"],
             "properties": {
@@ -536,7 +540,7 @@ SESSION_SCHEMA: dict = {
             "type": "object", "additionalProperties": False, "required": ["id", "region_id"],
             "properties": {
                 "id": _ID, "region_id": {"type": "string"}, "queries": {"type": "array", "items": _QUERY},
-                "status": {"enum": list(JOB_STATES)}, "settings": {"type": "object"}, "preset": _OPT_STR,
+                "status": {"enum": list(JOB_STATES)}, "settings": _SETTINGS, "preset": _OPT_STR,
                 "error": _OPT_STR, "progress": {"type": "number", "minimum": 0, "maximum": 1},
                 "stem_ids": {"type": "array", "items": {"type": "string"}}, "created": {"type": "string"},
                 "finished": _OPT_STR,
@@ -594,8 +598,16 @@ def schema_error(validator, data: Any, source: str, what: str, exc_cls=SessionEr
     else:
         fld = field_path(parts) or "(top level)"
         detail = err.message
+        n = len(err.instance) if isinstance(err.instance, (list, str)) else None
+        if err.validator == "maxItems" and n is not None:
+            detail = f"has {n} entries; at most {err.validator_value} are allowed"
+        elif err.validator == "maxLength" and n is not None:
+            detail = f"is {n} characters long; at most {err.validator_value} are allowed"
+        if len(detail) > 200:  # shorten the quoted value, never the reason after it
+            r = repr(err.instance)
+            detail = detail.replace(r, r[:40] + "..." if len(r) > 40 else r)
         if len(detail) > 200:
-            detail = detail[:200] + "..."
+            detail = "..." + detail[-200:]
         msg = f"{source}: {what} field '{fld}' is invalid: {detail}"
     return exc_cls(msg, fld)
 
@@ -672,7 +684,7 @@ def _migrate_v0(d: dict) -> dict:
     d.setdefault("id", new_id())
     d.setdefault("name", "Untitled")
     tracks = []
-    for t in d.get("tracks", []) or []:
+    for t in d.get("tracks", []) if isinstance(d.get("tracks"), list) else []:
         if isinstance(t, dict):
             t = dict(t)
             if "file" in t and "path" not in t:
@@ -680,9 +692,10 @@ def _migrate_v0(d: dict) -> dict:
             t.setdefault("id", new_id())
             t.setdefault("name", os.path.splitext(os.path.basename(str(t.get("path", ""))))[0] or "Track")
         tracks.append(t)
-    d["tracks"] = tracks
+    if isinstance(d.get("tracks", []), list):
+        d["tracks"] = tracks
     regions = []
-    for r in d.get("regions", []) or []:
+    for r in d.get("regions", []) if isinstance(d.get("regions"), list) else []:
         if isinstance(r, dict):
             r = dict(r)
             r.setdefault("id", new_id())
@@ -690,7 +703,8 @@ def _migrate_v0(d: dict) -> dict:
             if isinstance(qs, list):
                 r["queries"] = [{"text": q} if isinstance(q, str) else q for q in qs]
         regions.append(r)
-    d["regions"] = regions
+    if isinstance(d.get("regions", []), list):
+        d["regions"] = regions
     d["schema_version"] = 1
     return d
 

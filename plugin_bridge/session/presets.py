@@ -466,8 +466,12 @@ class PresetStore:
         p.source, p.path = "user", dest
         return p
 
-    def export(self, name: str, path: str) -> str:
+    def export(self, name: str, path: str, overwrite: bool = False) -> str:
+        """Write preset ``name`` to ``path``; an existing file is replaced only with ``overwrite``."""
+        from plugin_bridge.fileio import check_writable_output
+
         p = self.get(name)
+        check_writable_output(path, overwrite)
         d = p.to_dict()
         d.pop("factory", None)
         atomic_write_text(path, json.dumps(d, indent=2, ensure_ascii=False) + "\n")
