@@ -84,6 +84,8 @@ class ResUNetConfig:
                 whole("encoder_pools[][]", v, 1, 16)
         if not (isinstance(self.momentum, (int, float)) and math.isfinite(self.momentum) and 0 <= self.momentum <= 1):
             raise ValueError(f"momentum must be a number from 0 to 1, got {self.momentum!r}")
+        if not isinstance(self.film_gamma, bool):
+            raise ValueError(f"film_gamma must be true or false, got {self.film_gamma!r}")
         if self.mask not in ("complex", "magnitude"):
             raise ValueError(f"mask must be 'complex' or 'magnitude', got {self.mask!r}")
         if self.input_transform not in ("linear", "log1p"):
