@@ -11,7 +11,9 @@ def register(sub) -> None:
     p = sub.add_parser("separate", help="separate stems from an audio file with text queries",
                        description="Write one stem per query plus a residual (everything else). Stems keep the "
                                    "input's sample rate, channel count and length exactly.")
-    p.add_argument("input", help="audio file (wav, flac, aiff, mp3, ogg)")
+    p.add_argument("input", nargs="+",
+                   help="audio file(s) (wav, flac, aiff, mp3, ogg) or quoted patterns such as 'takes/*.wav'; "
+                        "several go through one loaded model (see also: plugin-bridge batch)")
     p.add_argument("-q", "--query", action="append", default=[], metavar="TEXT",
                    help="what to extract, e.g. -q birds -q 'a man speaking'; repeat for several stems")
     p.add_argument("-n", "--negative", action="append", default=None, metavar="TEXT",
@@ -40,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--end", type=float, default=None, help="region end in seconds")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_separate)
+    from plugin_bridge.engine import batch_cli
+
+    batch_cli.register(sub, p)
 
     b = sub.add_parser("bench", help="measure speed (real-time factor) and memory per backend")
     b.add_argument("--minutes", type=float, default=2.0, help="length of the generated stereo file")
@@ -77,6 +82,12 @@ def _progress_printer(quiet: bool):
 
 
 def cmd_separate(args) -> int:
+    from plugin_bridge.engine import batch_cli
+    from plugin_bridge.engine.batch import is_pattern
+
+    if len(args.input) > 1 or is_pattern(args.input[0]):
+        return batch_cli.cmd_separate_many(args)
+    args.input = args.input[0]
     from plugin_bridge.engine.reader import probe
     from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
     from plugin_bridge.models.registry import load_model, query_warnings

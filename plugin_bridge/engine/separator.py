@@ -276,7 +276,7 @@ class Separator:
                       fmt: OutputFormat | str = "wav24", settings: SeparationSettings = SeparationSettings(),
                       progress=None, cancel: CancelFlag = None, region: tuple[int, int | None] = (0, None),
                       names: list[str] | None = None, residual_name: str | None = None,
-                      basename: str | None = None) -> SeparationResult:
+                      basename: str | None = None, partial_prefix: str | None = None) -> SeparationResult:
         """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual."""
         fmt = OutputFormat(fmt) if isinstance(fmt, str) else fmt
         settings = settings.validate()
@@ -296,7 +296,7 @@ class Separator:
                 raise ConfigError("output names collide; give each query a distinct name")
             if os.path.abspath(path) in map(os.path.abspath, all_paths):
                 raise ConfigError("an output would overwrite the source audio; choose another folder or name")
-            writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt)
+            writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt, partial_prefix)
             try:
                 def sink(start, blocks):
                     mix = reader.get(start, start + blocks[0].shape[-1]).astype(np.float64)
