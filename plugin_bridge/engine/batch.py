@@ -371,6 +371,7 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
 
     t0 = time.monotonic()
     res = JobResult(job.input, job.label, "failed", worker=worker)
+    pending = None
     if job.error:
         res.message = f"{job.label}: {job.error}"
         return res
@@ -402,6 +403,7 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
         # written before the stems: a run killed after this point is recognised as ours and redone
         atomic_write_text(side_path, json.dumps({"format": SIDECAR_FORMAT, "recipe": recipe, "complete": False},
                                                 indent=1))
+        pending = side_path
         queries = [Query(t, n) for t, n in job.queries]
         out = separator.separate_file(job.input, queries, opts.out_dir, fmt=opts.fmt, settings=opts.settings(),
                                       progress=progress, cancel=cancel, region=(start, stop), names=names,
@@ -412,6 +414,7 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
             "format": SIDECAR_FORMAT, "recipe": recipe, "complete": True,
             "outputs": {os.path.basename(p): {"size": os.path.getsize(p), "sha256": _sha256_file(p)}
                         for p in outputs}}, indent=1))
+        pending = None
         res.status, res.outputs = "done", outputs
         res.audio_seconds = out.frames / out.sample_rate
         res.message = "; ".join(out.warnings)
@@ -420,6 +423,11 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
     except OSError as exc:
         res.message = f"{job.label}: {exc.strerror or exc}"
     finally:
+        if pending:  # failed (or cancelled) after the marker was written: no stem of it is in place
+            try:
+                os.unlink(pending)
+            except OSError:
+                pass
         res.seconds = time.monotonic() - t0
     return res
 
