@@ -285,7 +285,9 @@ def model_hash(model) -> str:
     if h:
         return h
     src = getattr(model, "source", "") or ""
-    if src and os.path.isfile(src):
+    if getattr(model, "_weights_hash", None):
+        h = "sha256:" + model._weights_hash
+    elif src and os.path.isfile(src):
         h = "sha256:" + _sha256_file(src)
     else:
         h = "nofile:" + hashlib.sha256((str(getattr(model, "name", "")) + model.cfg.to_json()).encode()).hexdigest()

@@ -64,6 +64,14 @@ def register(sub) -> None:
                    help="fresh processes per backend (taking turns); >1 also times a second pass per process "
                         "and prints medians")
     b.add_argument("--json", default=None, help="also write the speed figures as JSON here")
+    b.add_argument("--startup", action="store_true",
+                   help="cold start instead: time to the stems of a 10 s file from a fresh process, by phase")
+    b.add_argument("--batch", action="store_true",
+                   help="throughput instead: N short files and one long file, in-process vs local Ray workers")
+    b.add_argument("--files", type=int, default=20, help="--batch: number of short files (default 20)")
+    b.add_argument("--seconds", type=float, default=5.0, help="--batch: length of each short file (default 5)")
+    b.add_argument("--long-minutes", type=float, default=2.0, help="--batch: length of the long file (default 2)")
+    b.add_argument("--ray-workers", type=int, default=2, help="--batch: Ray actors (0: skip Ray; default 2)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -135,5 +143,10 @@ def cmd_separate(args) -> int:
 
 def cmd_bench(args) -> int:
     from plugin_bridge.engine.bench import run_bench
+
+    if args.startup or args.batch:
+        from plugin_bridge.engine import bench_extra
+
+        return bench_extra.run_startup(args) if args.startup else bench_extra.run_batch_bench(args)
 
     return run_bench(args)

@@ -108,7 +108,7 @@ class Separator:
         with ``logits(mag, cond)``."""
         self.model = model
         self.cfg = model.cfg
-        self.backend = make_backend(backend, model.net, device, threads) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend, model, device, threads) if isinstance(backend, str) else backend
         self.model_grid = Grid(self.cfg.sample_rate, self.cfg.n_fft, self.cfg.hop)
         self._emb_cache: dict[str, np.ndarray] = {}
 
