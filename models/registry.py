@@ -15,12 +15,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import hashlib
 from typing import Callable
 
 import numpy as np
 
 from plugin_bridge.errors import CheckpointError
+from plugin_bridge.fileio import file_sha256  # noqa: F401 - re-exported
 from plugin_bridge.models.config import ResUNetConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,14 +79,6 @@ class LoadedModel:
         if self._encoder is None:
             self._encoder = make_encoder(self.encoder_id, **self.encoder_options)
         return self._encoder
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_encoder(encoder_id: str, **options):

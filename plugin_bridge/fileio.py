@@ -7,6 +7,7 @@ become an ``OutputError`` that names the file.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -60,3 +61,12 @@ def atomic_write_bytes(path: str, data: bytes, suffix: str = "") -> None:
 
 def atomic_write_text(path: str, text: str, suffix: str = "") -> None:
     atomic_write_bytes(path, text.encode("utf-8"), suffix)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from plugin_bridge.errors import ConfigError, PluginBridgeError
+from plugin_bridge.fileio import file_sha256
 
 __all__ = ["BatchJob", "BatchOptions", "JobResult", "read_manifest", "expand_inputs", "run_batch",
            "process_job", "job_outputs", "write_summary", "format_summary", "model_hash", "BatchProgress",
@@ -270,14 +271,6 @@ def read_manifest(path: str, default_queries: list[tuple[str, str | None]] = ())
 
 # -- identity of a result ---------------------------------------------------------------------------------
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_hash(model) -> str:
     """What made the stems: the model file's SHA-256 (cached on the model object), or for a model with
     no file (random weights) its name and config."""
@@ -288,7 +281,7 @@ def model_hash(model) -> str:
     if getattr(model, "_weights_hash", None):
         h = "sha256:" + model._weights_hash
     elif src and os.path.isfile(src):
-        h = "sha256:" + _sha256_file(src)
+        h = "sha256:" + file_sha256(src)
     else:
         h = "nofile:" + hashlib.sha256((str(getattr(model, "name", "")) + model.cfg.to_json()).encode()).hexdigest()
     try:
@@ -342,7 +335,7 @@ def _outputs_verify(side: dict, paths: list[str]) -> bool:
     for p in paths:
         want = rec[os.path.basename(p)]
         try:
-            if os.path.getsize(p) != want.get("size") or _sha256_file(p) != want.get("sha256"):
+            if os.path.getsize(p) != want.get("size") or file_sha256(p) != want.get("sha256"):
                 return False
         except OSError:
             return False
@@ -414,7 +407,7 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
         outputs = out.stem_paths + ([out.residual_path] if out.residual_path else [])
         atomic_write_text(side_path, json.dumps({
             "format": SIDECAR_FORMAT, "recipe": recipe, "complete": True,
-            "outputs": {os.path.basename(p): {"size": os.path.getsize(p), "sha256": _sha256_file(p)}
+            "outputs": {os.path.basename(p): {"size": os.path.getsize(p), "sha256": file_sha256(p)}
                         for p in outputs}}, indent=1))
         pending = None
         res.status, res.outputs = "done", outputs
