@@ -1,7 +1,9 @@
 """Inference backends for the network core (magnitude + condition -> mask logits).
 
 * ``TorchBackend``: PyTorch on CPU or CUDA (``device='auto'`` picks CUDA when available).
-* ``OnnxBackend``: ONNX Runtime; the network is exported once per weights+config and cached on disk.
+* ``OnnxBackend``: ONNX Runtime; the network is exported once (with torch) and cached on disk, keyed by
+  the weights file's SHA-256 (a changed file gets a new export); a cached graph runs without torch, so
+  together with the numpy STFT (``spectral.py``) and the ONNX text encoder a CPU run never imports it.
   CUDA provider when ``onnxruntime-gpu`` is installed, else CPU.
 
 Both take and return plain numpy arrays: mag (B, C, T, F) float32, cond (B, D) float32 ->
