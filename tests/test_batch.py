@@ -98,12 +98,14 @@ def test_jsonl_manifest_and_whole_file_errors(tmp_path):
 
 
 def test_globs_expand_sorted_deduplicated_and_a_pattern_without_match_is_an_item(tmp_path):
-    for n in ("b.wav", "a.wav", "c.flac"):
+    for n in ("b.wav", "a.wav", "c.flac", "take[1].wav", "take1.wav"):
         (tmp_path / n).write_bytes(b"")
     jobs = expand_inputs([str(tmp_path / "*.wav"), str(tmp_path / "a.wav"), str(tmp_path / "none*.wav")],
                          [("x", None)])
-    assert [os.path.basename(j.input) for j in jobs] == ["a.wav", "b.wav", "none*.wav"]
-    assert jobs[2].error == "no file matches this pattern" and jobs[0].error is None
+    assert [os.path.basename(j.input) for j in jobs] == ["a.wav", "b.wav", "take1.wav", "take[1].wav", "none*.wav"]
+    assert jobs[4].error == "no file matches this pattern" and jobs[0].error is None
+    literal = expand_inputs([str(tmp_path / "take[1].wav")], [("x", None)])  # an existing name is not a pattern
+    assert [os.path.basename(j.input) for j in literal] == ["take[1].wav"]
 
 
 # -- running ----------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ _GLOB_CHARS = set("*?[")
 
 
 def is_pattern(arg: str) -> bool:
-    return bool(_GLOB_CHARS & set(arg))
+    """A glob pattern, unless a file of exactly that name exists ('take[1].wav')."""
+    return bool(_GLOB_CHARS & set(arg)) and not os.path.exists(arg)
 
 
 def expand_inputs(args: Iterable[str], queries: list[tuple[str, str | None]]) -> list[BatchJob]:
