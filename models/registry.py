@@ -15,11 +15,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from typing import Callable
+
 import numpy as np
-import torch
 
 from plugin_bridge.errors import CheckpointError
-from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
+from plugin_bridge.fileio import file_sha256  # noqa: F401 - re-exported
+from plugin_bridge.models.config import ResUNetConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_WEIGHTS = os.path.join(HERE, "weights", "default.safetensors")
@@ -36,7 +38,7 @@ DEFAULT_CONFIG = ResUNetConfig(
 
 @dataclass
 class LoadedModel:
-    net: ResUNet
+    _net: object                    # the ResUNet (torch), or None until ``net`` is first used (see _loader)
     encoder_id: str
     name: str
     is_random: bool = False
@@ -45,10 +47,33 @@ class LoadedModel:
     encoder_options: dict = field(default_factory=dict)
     _encoder: object = None
     _concept_index: object = None   # built on first use by concept_index_for()
+    _loader: Callable | None = None  # builds the ResUNet (imports torch) when ``net`` is first used
+    _cfg: ResUNetConfig | None = None
+    _weights_hash: str | None = None  # SHA-256 of the weights file, when there is one
+
+    @property
+    def net(self):
+        if self._net is None and self._loader is not None:
+            self._net = self._loader()
+            self._loader = None
+        return self._net
+
+    @net.setter
+    def net(self, value) -> None:
+        self._net = value
 
     @property
     def cfg(self) -> ResUNetConfig:
-        return self.net.cfg
+        return self._cfg if self._net is None and self._cfg is not None else self.net.cfg
+
+    def weights_key(self) -> str:
+        """Identifies the weights (the file's SHA-256 for file-backed models, else a hash of the tensors),
+        e.g. for caches of exported graphs; reading it never imports torch for a file-backed model."""
+        if self._weights_hash:
+            return self._weights_hash[:20]
+        from plugin_bridge.engine.backends import model_fingerprint
+
+        return model_fingerprint(self.net)
 
     def encoder(self):
         if self._encoder is None:
@@ -69,20 +94,25 @@ def make_encoder(encoder_id: str, **options):
 
 
 def random_model(cfg: ResUNetConfig = DEFAULT_CONFIG, seed: int = 0) -> LoadedModel:
+    import torch
+
+    from plugin_bridge.models.resunet import ResUNet
+
     torch.manual_seed(seed)
     net = ResUNet(cfg).eval()
     return LoadedModel(net, "minilm-l6-v2", f"{cfg.name} (RANDOM WEIGHTS - not a trained separator)",
                        is_random=True, source="random")
 
 
-def load_safetensors_model(path: str) -> LoadedModel:
+def load_safetensors_model(path: str, lazy: bool = False) -> LoadedModel:
+    """One of our models.  ``lazy``: read only the header (config, names) and hash the file now; the
+    tensors load, strictly checked, when ``net`` is first used (never, on the ONNX Runtime path with a
+    cached export of these exact weights, which were checked when that export was made)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="np") as f:
             meta = dict(f.metadata() or {})
-        tensors = load_file(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such model file") from None
     except Exception as exc:
@@ -93,13 +123,30 @@ def load_safetensors_model(path: str) -> LoadedModel:
         cfg = ResUNetConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise CheckpointError(f"{path}: invalid model config in metadata ({exc})") from None
-    net = ResUNet(cfg)
-    load_state_strict(net, tensors, path)
-    return LoadedModel(net.eval(), meta.get("encoder", "minilm-l6-v2"), meta.get("name", cfg.name),
-                       source=path, metadata=meta)
+
+    def build():
+        from safetensors.torch import load_file
+
+        from plugin_bridge.models.resunet import ResUNet
+
+        try:
+            tensors = load_file(path)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors model ({exc})") from None
+        net = ResUNet(cfg)
+        load_state_strict(net, tensors, path)
+        return net.eval()
+
+    m = LoadedModel(None, meta.get("encoder", "minilm-l6-v2"), meta.get("name", cfg.name), source=path,
+                    metadata=meta, _loader=build, _cfg=cfg, _weights_hash=file_sha256(path))
+    if not lazy:
+        m.net  # noqa: B018 - load and check the tensors now
+    return m
 
 
-def load_state_strict(net: torch.nn.Module, tensors: dict, path: str, prefix: str = "") -> None:
+def load_state_strict(net, tensors: dict, path: str, prefix: str = "") -> None:
+    import torch
+
     expected = net.state_dict()
     missing = sorted(k for k in expected if prefix + k not in tensors)
     unexpected = sorted(k for k in tensors if not k.startswith(prefix) or k[len(prefix):] not in expected)
@@ -119,7 +166,7 @@ def load_state_strict(net: torch.nn.Module, tensors: dict, path: str, prefix: st
     net.load_state_dict({k: tensors[prefix + k] for k in expected}, strict=True)
 
 
-def save_safetensors_model(net: ResUNet, path: str, encoder_id: str = "minilm-l6-v2", **extra_meta) -> None:
+def save_safetensors_model(net, path: str, encoder_id: str = "minilm-l6-v2", **extra_meta) -> None:
     from safetensors.torch import save_file
 
     meta = {"config": net.cfg.to_json(), "encoder": encoder_id, "name": net.cfg.name, "format": "plugin-bridge/1"}
@@ -133,7 +180,7 @@ def save_safetensors_model(net: ResUNet, path: str, encoder_id: str = "minilm-l6
 def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt: str | None = None) -> LoadedModel:
     if spec in (None, "", "default"):
         if os.path.exists(DEFAULT_WEIGHTS):
-            m = load_safetensors_model(DEFAULT_WEIGHTS)
+            m = load_safetensors_model(DEFAULT_WEIGHTS, lazy=True)
             m.name = m.metadata.get("name", "embedded default")
             return m
         return random_model()
@@ -143,7 +190,7 @@ def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt:
         raise CheckpointError(f"{spec}: is a folder; --model takes a .safetensors model or an AudioSep .ckpt file")
     ext = os.path.splitext(spec)[1].lower()
     if ext == ".safetensors":
-        return load_safetensors_model(spec)
+        return load_safetensors_model(spec, lazy=True)
     if ext in (".ckpt", ".pt", ".pth", ".bin"):
         from plugin_bridge.models.audiosep import load_audiosep_checkpoint
 

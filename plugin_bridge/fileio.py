@@ -14,6 +14,7 @@ without touching those of a run still in progress.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -122,3 +123,12 @@ def atomic_write_bytes(path: str, data: bytes, suffix: str = "") -> None:
 
 def atomic_write_text(path: str, text: str, suffix: str = "") -> None:
     atomic_write_bytes(path, text.encode("utf-8"), suffix)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

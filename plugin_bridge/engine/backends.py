@@ -1,7 +1,9 @@
 """Inference backends for the network core (magnitude + condition -> mask logits).
 
 * ``TorchBackend``: PyTorch on CPU or CUDA (``device='auto'`` picks CUDA when available).
-* ``OnnxBackend``: ONNX Runtime; the network is exported once per weights+config and cached on disk.
+* ``OnnxBackend``: ONNX Runtime; the network is exported once (with torch) and cached on disk, keyed by
+  the weights file's SHA-256 (a changed file gets a new export); a cached graph runs without torch, so
+  together with the numpy STFT (``spectral.py``) and the ONNX text encoder a CPU run never imports it.
   CUDA provider when ``onnxruntime-gpu`` is installed, else CPU.
 
 Both take and return plain numpy arrays: mag (B, C, T, F) float32, cond (B, D) float32 ->
@@ -17,19 +19,32 @@ import threading
 import warnings
 
 import numpy as np
-import torch
 
-from plugin_bridge.errors import PluginBridgeError
+from plugin_bridge.errors import CheckpointError, PluginBridgeError
 
 __all__ = ["TorchBackend", "OnnxBackend", "make_backend", "resolve_device"]
+
+
+def _may_have_cuda() -> bool:
+    """Whether an NVIDIA GPU could be present, asked without importing torch (3 s on a small machine)."""
+    import shutil
+
+    return (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")
+            or shutil.which("nvidia-smi") is not None)
 
 
 def resolve_device(device: str = "auto") -> str:
     device = (device or "auto").lower()
     if device == "auto":
+        if not _may_have_cuda():
+            return "cpu"
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PluginBridgeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise PluginBridgeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
     if device not in ("cpu", "cuda"):
         raise PluginBridgeError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
@@ -38,29 +53,30 @@ def resolve_device(device: str = "auto") -> str:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str = "auto", threads: int | None = None):
+    def __init__(self, model, device: str = "auto", threads: int | None = None):
+        import torch
+
+        model = _net_of(model)
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
         self.model = model.to(self.device).eval()
 
     def logits(self, mag: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             m = torch.from_numpy(np.ascontiguousarray(mag, np.float32)).to(self.device)
             c = torch.from_numpy(np.ascontiguousarray(cond, np.float32)).to(self.device)
             return self.model.mask_logits(m, c).float().cpu().numpy()
 
 
-class _LogitsModule(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, mag, cond):
-        return self.model.mask_logits(mag, cond)
+def _net_of(model):
+    """A ``LoadedModel`` -> its torch network (loaded on demand); a network -> itself."""
+    return model.net if hasattr(model, "encoder_id") else model
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+def model_fingerprint(model) -> str:
     h = hashlib.sha256(model.cfg.to_json().encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -68,11 +84,21 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:20]
 
 
-def export_onnx(model: torch.nn.Module, path: str) -> str:
+def export_onnx(model, path: str) -> str:
     """Export the network core with dynamic batch and time axes (opset 18), atomically.
 
     The model is never moved: a model living on CUDA (shared with a TorchBackend) is exported from a
     CPU copy."""
+    import torch
+
+    class _LogitsModule(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, mag, cond):
+            return self.model.mask_logits(mag, cond)
+
     if any(p.device.type != "cpu" for p in model.parameters()):
         model = copy.deepcopy(model).cpu()
     was_training = model.training
@@ -108,8 +134,10 @@ def export_onnx(model: torch.nn.Module, path: str) -> str:
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model: torch.nn.Module, device: str = "auto", threads: int | None = None,
+    def __init__(self, model, device: str = "auto", threads: int | None = None,
                  cache_root: str | None = None):
+        """``model``: a ``LoadedModel`` (the cache key is its weights file's hash, so a cached graph runs
+        without torch) or a torch ``ResUNet`` (keyed by a hash of its tensors)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -117,10 +145,11 @@ class OnnxBackend:
         from plugin_bridge.models.encoders.base import cache_dir
 
         root = cache_root or os.path.join(cache_dir(), "onnx")
-        path = os.path.join(root, f"{model.cfg.name}-{model_fingerprint(model)}.onnx")
+        key = model.weights_key() if hasattr(model, "weights_key") else model_fingerprint(model)
+        path = os.path.join(root, f"{model.cfg.name}-{key}.onnx")
         exported = False
         if not os.path.exists(path):
-            export_onnx(model, path)
+            export_onnx(_net_of(model), path)
             exported = True
         providers = ["CPUExecutionProvider"]
         want = (device or "auto").lower()
@@ -145,7 +174,7 @@ class OnnxBackend:
                 raise
             # a damaged cache entry (disk trouble, another version's file): export again, once
             os.unlink(path)
-            export_onnx(model, path)
+            export_onnx(_net_of(model), path)
             self.session = ort.InferenceSession(path, so, providers=providers)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
@@ -158,7 +187,7 @@ class OnnxBackend:
                                                  "cond": np.ascontiguousarray(cond, np.float32)})[0]
 
 
-def make_backend(name: str, model: torch.nn.Module, device: str = "auto", threads: int | None = None):
+def make_backend(name: str, model, device: str = "auto", threads: int | None = None):
     name = (name or "auto").lower()
     if name == "auto":
         # ONNX Runtime fuses the small element-wise ops that dominate a CPU forward (about 2x faster here);
@@ -167,6 +196,8 @@ def make_backend(name: str, model: torch.nn.Module, device: str = "auto", thread
             return TorchBackend(model, "cuda", threads)
         try:
             return OnnxBackend(model, "cpu", threads)
+        except CheckpointError:
+            raise  # damaged weights: no backend can run them
         except Exception as exc:  # noqa: BLE001 - any failure here must not stop the separation
             import warnings
 

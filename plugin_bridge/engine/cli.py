@@ -12,7 +12,9 @@ def register(sub) -> None:
     p = sub.add_parser("separate", help="separate stems from an audio file with text queries",
                        description="Write one stem per query plus a residual (everything else). Stems keep the "
                                    "input's sample rate, channel count and length exactly.")
-    p.add_argument("input", help="audio file (wav, flac, aiff, mp3, ogg)")
+    p.add_argument("input", nargs="+",
+                   help="audio file(s) (wav, flac, aiff, mp3, ogg) or quoted patterns such as 'takes/*.wav'; "
+                        "several go through one loaded model (see also: plugin-bridge batch)")
     p.add_argument("-q", "--query", action="append", default=[], metavar="TEXT",
                    help="what to extract, e.g. -q birds -q 'a man speaking'; repeat for several stems")
     p.add_argument("-n", "--negative", action="append", default=None, metavar="TEXT",
@@ -42,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_separate)
+    from plugin_bridge.engine import batch_cli
+
+    batch_cli.register(sub, p)
 
     b = sub.add_parser("bench", help="measure speed (real-time factor) and memory per backend")
     b.add_argument("--minutes", type=float, default=2.0, help="length of the generated stereo file")
@@ -61,6 +66,14 @@ def register(sub) -> None:
                    help="fresh processes per backend (taking turns); >1 also times a second pass per process "
                         "and prints medians")
     b.add_argument("--json", default=None, help="also write the speed figures as JSON here")
+    b.add_argument("--startup", action="store_true",
+                   help="cold start instead: time to the stems of a 10 s file from a fresh process, by phase")
+    b.add_argument("--batch", action="store_true",
+                   help="throughput instead: N short files and one long file, in-process vs local Ray workers")
+    b.add_argument("--files", type=int, default=20, help="--batch: number of short files (default 20)")
+    b.add_argument("--seconds", type=float, default=5.0, help="--batch: length of each short file (default 5)")
+    b.add_argument("--long-minutes", type=float, default=2.0, help="--batch: length of the long file (default 2)")
+    b.add_argument("--ray-workers", type=int, default=2, help="--batch: Ray actors (0: skip Ray; default 2)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -92,6 +105,12 @@ def check_region_seconds(start: float | None, end: float | None, duration: float
 
 
 def cmd_separate(args) -> int:
+    from plugin_bridge.engine import batch_cli
+    from plugin_bridge.engine.batch import is_pattern
+
+    if len(args.input) > 1 or is_pattern(args.input[0]):
+        return batch_cli.cmd_separate_many(args)
+    args.input = args.input[0]
     from plugin_bridge.engine.reader import probe
     from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
     from plugin_bridge.models.registry import load_model, query_warnings
@@ -147,5 +166,10 @@ def cmd_separate(args) -> int:
 
 def cmd_bench(args) -> int:
     from plugin_bridge.engine.bench import run_bench
+
+    if args.startup or args.batch:
+        from plugin_bridge.engine import bench_extra
+
+        return bench_extra.run_startup(args) if args.startup else bench_extra.run_batch_bench(args)
 
     return run_bench(args)

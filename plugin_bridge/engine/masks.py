@@ -10,23 +10,42 @@ Masks are complex tensors M = |M| e^{j phi} on the model's grid, shape (Q, C, T,
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-__all__ = ["combine_masks"]
+__all__ = ["combine_masks", "magnitude", "complex_masks"]
 
 
-def combine_masks(pos: torch.Tensor, neg: torch.Tensor | None = None,
-                  has_neg: list[bool] | None = None, share: bool = True) -> torch.Tensor:
+def magnitude(spec: np.ndarray) -> np.ndarray:
+    """|X| with the power clamped at 1e-10, exactly as upstream feeds the network (float32)."""
+    return np.sqrt(np.maximum(spec.real ** 2 + spec.imag ** 2, np.float32(1e-10))).astype(np.float32, copy=False)
+
+
+def complex_masks(logits: np.ndarray, K: int) -> np.ndarray:
+    """Network logits (B, C*K, T, F) -> complex masks (B, C, T, F): sigmoid magnitude times the unit phasor
+    of (tanh, tanh) (the numpy twin of ``resunet.masks_from_logits``)."""
+    B, CK, T, Fb = logits.shape
+    x = logits.reshape(B, CK // K, K, T, Fb)
+    mag = 1.0 / (1.0 + np.exp(-x[:, :, 0]))
+    if K == 1:
+        return mag.astype(np.complex64)
+    r = np.tanh(x[:, :, 1])
+    i = np.tanh(x[:, :, 2])
+    norm = np.maximum(np.sqrt(r * r + i * i), np.float32(1e-10))
+    return (mag * (r / norm) + 1j * (mag * (i / norm))).astype(np.complex64)
+
+
+def combine_masks(pos: np.ndarray, neg: np.ndarray | None = None,
+                  has_neg: list[bool] | None = None, share: bool = True) -> np.ndarray:
     """pos: (Q, C, T, F) complex; neg: same shape (rows ignored where has_neg is False)."""
     out = pos
     if neg is not None and has_neg is not None and any(has_neg):
-        keep = torch.ones(pos.shape[0], *pos.shape[1:], dtype=pos.real.dtype)
+        keep = np.ones(pos.shape, dtype=pos.real.dtype)
         for q, flag in enumerate(has_neg):
             if flag:
-                keep[q] = torch.clamp(1.0 - neg[q].abs(), 0.0, 1.0)
+                keep[q] = np.clip(1.0 - np.abs(neg[q]), 0.0, 1.0)
         out = out * keep
     if share and out.shape[0] > 1:
-        total = out.abs().sum(dim=0, keepdim=True)
-        scale = torch.where(total > 1.0, 1.0 / torch.clamp(total, min=1e-12), torch.ones_like(total))
+        total = np.abs(out).sum(axis=0, keepdims=True)
+        scale = np.where(total > 1.0, 1.0 / np.maximum(total, 1e-12), 1.0).astype(out.real.dtype)
         out = out * scale
     return out

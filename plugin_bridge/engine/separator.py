@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 from plugin_bridge.engine.backends import make_backend
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP, OverlapAdd, align_unit, plan_segments
-from plugin_bridge.engine.masks import combine_masks
+from plugin_bridge.engine.masks import combine_masks, complex_masks, magnitude
 from plugin_bridge.engine.reader import StreamReader
 from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
-from plugin_bridge.models.resunet import masks_from_logits, magnitude
 
 __all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress"]
 
@@ -110,7 +108,7 @@ class Separator:
         with ``logits(mag, cond)``."""
         self.model = model
         self.cfg = model.cfg
-        self.backend = make_backend(backend, model.net, device, threads) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend, model, device, threads) if isinstance(backend, str) else backend
         self.model_grid = Grid(self.cfg.sample_rate, self.cfg.n_fft, self.cfg.hop)
         self._emb_cache: dict[str, np.ndarray] = {}
 
@@ -175,7 +173,7 @@ class Separator:
         # 50 %-overlap window the final frame alone would leave a near-zero ISTFT envelope there).
         n_pad = n + native.n_fft
         xp = np.pad(x, ((0, 0), (0, n_pad - n)))
-        spec_n = stft(torch.from_numpy(np.ascontiguousarray(xp, np.float32)), native)  # (C, Tn, Fn)
+        spec_n = stft(xp, native)  # (C, Tn, Fn)
         ratio = rate // self.cfg.sample_rate
         if ratio * self.cfg.sample_rate == rate:
             # Integer rate ratio (16/32/48/96/192 kHz for a 16 kHz model): the native grid *is* the model
@@ -183,27 +181,26 @@ class Separator:
             # of the band-limited signal. Read the network input off it; no resampling, no second STFT.
             low = spec_n[..., : self.model_grid.n_bins] / ratio
             if not settings.per_channel:
-                low = low.mean(dim=0, keepdim=True)  # STFT is linear: the spectrum of the mono downmix
-            mag = magnitude(low).numpy()
+                low = low.mean(axis=0, keepdims=True)  # STFT is linear: the spectrum of the mono downmix
+            mag = magnitude(low)
         else:
             src = xp if settings.per_channel else xp.mean(axis=0, keepdims=True)
             xm = self._to_model_rate(src, rate)
             if xm.shape[1] <= self.model_grid.n_fft // 2:
                 xm = np.pad(xm, ((0, 0), (0, self.model_grid.n_fft // 2 + 1 - xm.shape[1])))
-            spec_m = stft(torch.from_numpy(np.ascontiguousarray(xm, np.float32)), self.model_grid)  # (Cm, T, F)
-            mag = magnitude(spec_m).numpy()
+            spec_m = stft(xm, self.model_grid)  # (Cm, T, F)
+            mag = magnitude(spec_m)
         Cm = mag.shape[0]
         B = cond.shape[0]
         # batch = conditions x mask-channels: network input (B*Cm, 1, T, F)
         mag_b = np.repeat(mag[None, :, None], B, axis=0).reshape(B * Cm, 1, *mag.shape[1:])
         cond_b = np.repeat(cond, Cm, axis=0)
-        logits = torch.from_numpy(np.asarray(self.backend.logits(mag_b, cond_b), np.float32))
-        mt = masks_from_logits(logits, self.cfg.K)
-        M = torch.complex(mt.mag * mt.cos, mt.mag * mt.sin).reshape(B, Cm, *mag.shape[1:])
+        logits = np.asarray(self.backend.logits(mag_b, cond_b), np.float32)
+        M = complex_masks(logits, self.cfg.K).reshape(B, Cm, *mag.shape[1:])
         pos = M[:Q]
         neg = None
         if any(has_neg):
-            neg = torch.zeros_like(pos)
+            neg = np.zeros_like(pos)
             j = Q
             for q, h in enumerate(has_neg):
                 if h:
@@ -213,7 +210,7 @@ class Separator:
         Mn = interp_mask_to_native(masks, self.model_grid, native, spec_n.shape[-2])  # (Q, Cm, Tn, Fn)
         Y = spec_n[None] * Mn
         stems = istft(Y, native, n_pad)[..., :n]
-        return stems.double().numpy()
+        return stems.astype(np.float64)
 
     # -- whole streams -------------------------------------------------------------------------------
     def _run(self, get: Callable[[int, int], np.ndarray], frames: int, rate: int, channels: int,
@@ -276,7 +273,8 @@ class Separator:
                       fmt: OutputFormat | str = "wav24", settings: SeparationSettings = SeparationSettings(),
                       progress=None, cancel: CancelFlag = None, region: tuple[int, int | None] = (0, None),
                       names: list[str] | None = None, residual_name: str | None = None,
-                      basename: str | None = None, overwrite: bool = False) -> SeparationResult:
+                      basename: str | None = None, overwrite: bool = False,
+                      partial_prefix: str | None = None) -> SeparationResult:
         """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual.
 
         An existing output file is an error (nothing is written) unless ``overwrite``."""
@@ -304,7 +302,7 @@ class Separator:
                 raise ConfigError("an output would overwrite the source audio; choose another folder or name")
             for p in all_paths:
                 check_writable_output(p, overwrite)
-            writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt)
+            writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt, partial_prefix)
             try:
                 def sink(start, blocks):
                     mix = reader.get(start, start + blocks[0].shape[-1]).astype(np.float64)

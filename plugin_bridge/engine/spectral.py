@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-import torch
 
 __all__ = ["Grid", "native_grid", "stft", "istft", "interp_mask_to_native", "high_band_fill"]
 
@@ -43,32 +42,60 @@ def native_grid(model: Grid, native_rate: int) -> Grid:
     return Grid(native_rate, max(n_fft, 16), hop)
 
 
-_WINDOWS: dict[tuple[int, str], torch.Tensor] = {}
+_WINDOWS: dict[int, np.ndarray] = {}
 
 
-def _window(n_fft: int) -> torch.Tensor:
-    key = (n_fft, "hann")
-    if key not in _WINDOWS:
-        _WINDOWS[key] = torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
-    return _WINDOWS[key]
+def _window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (as ``torch.hann_window(n, periodic=True)``), float32."""
+    if n_fft not in _WINDOWS:
+        n = np.arange(n_fft, dtype=np.float64)
+        _WINDOWS[n_fft] = (0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)).astype(np.float32)
+    return _WINDOWS[n_fft]
 
 
-def stft(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """(..., L) real -> (..., T, F) complex, centred with reflect padding (as AudioSep)."""
+# The STFT pair is numpy (no torch on the ONNX Runtime path); it equals torch.stft / torch.istft with
+# center=True, a periodic Hann window and reflect padding to float32 precision (tests/test_startup.py).
+
+def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
+    """(..., L) real -> (..., T, F) complex64, centred with reflect padding (as AudioSep), T = 1 + L // hop."""
+    x = np.asarray(x, np.float32)
     shape = x.shape
-    flat = x.reshape(-1, shape[-1])
     L = shape[-1]
-    pad_mode = "reflect" if L > grid.n_fft // 2 else "constant"
-    spec = torch.stft(flat, grid.n_fft, grid.hop, window=_window(grid.n_fft), center=True,
-                      pad_mode=pad_mode, return_complex=True)
-    return spec.transpose(-1, -2).reshape(*shape[:-1], spec.shape[-1], spec.shape[-2])
+    flat = x.reshape(-1, L)
+    half = grid.n_fft // 2
+    mode = "reflect" if L > half else "constant"
+    xp = np.pad(flat, ((0, 0), (half, half)), mode=mode)
+    frames = np.lib.stride_tricks.sliding_window_view(xp, grid.n_fft, axis=-1)[:, ::grid.hop]
+    spec = np.fft.rfft(frames * _window(grid.n_fft), axis=-1).astype(np.complex64, copy=False)
+    return spec.reshape(*shape[:-1], spec.shape[-2], spec.shape[-1])
 
 
-def istft(spec: torch.Tensor, grid: Grid, length: int) -> torch.Tensor:
+def istft(spec: np.ndarray, grid: Grid, length: int) -> np.ndarray:
+    """(..., T, F) complex -> (..., length) float32: windowed overlap-add divided by the squared-window sum."""
     shape = spec.shape
-    flat = spec.reshape(-1, shape[-2], shape[-1]).transpose(-1, -2)
-    wave = torch.istft(flat, grid.n_fft, grid.hop, window=_window(grid.n_fft), center=True, length=length)
-    return wave.reshape(*shape[:-2], length)
+    T = shape[-2]
+    flat = np.asarray(spec).reshape(-1, T, shape[-1])
+    n_fft, hop = grid.n_fft, grid.hop
+    w = _window(n_fft)
+    frames = np.fft.irfft(flat, n=n_fft, axis=-1).astype(np.float32, copy=False) * w  # (N, T, n_fft)
+    R = -(-n_fft // hop)
+    padded = np.zeros((flat.shape[0], T, R * hop), np.float32)
+    padded[..., :n_fft] = frames
+    out = np.zeros((flat.shape[0], T + R - 1, hop), np.float32)
+    wpad = np.zeros(R * hop, np.float32)
+    wpad[:n_fft] = w * w
+    env = np.zeros((T + R - 1, hop), np.float32)
+    for j in range(R):  # frame t's j-th hop-long piece lands on output block t + j
+        out[:, j:j + T] += padded[..., j * hop:(j + 1) * hop]
+        env[j:j + T] += wpad[j * hop:(j + 1) * hop]
+    half = n_fft // 2
+    out = out.reshape(flat.shape[0], -1)[:, half:half + length]
+    env = env.reshape(-1)[half:half + length]
+    if out.shape[-1] < length:
+        out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
+        env = np.pad(env, (0, length - env.shape[-1]))
+    out = out / np.where(env > 1e-11, env, 1.0)
+    return out.reshape(*shape[:-2], length)
 
 
 def _interp_weights(n_out: int, step_ratio: float, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,15 +114,15 @@ def _interp_weights(n_out: int, step_ratio: float, n_in: int) -> tuple[np.ndarra
     return i0, i1, frac.astype(np.float32)
 
 
-def high_band_fill(mask_mag: torch.Tensor, model: Grid) -> torch.Tensor:
+def high_band_fill(mask_mag: np.ndarray, model: Grid) -> np.ndarray:
     """Per-frame magnitude used above the model's Nyquist: mean over its top octave (..., T)."""
     n = model.n_bins
     lo = max(1, (n - 1) // 2)
     hi = n - 1  # exclude the Nyquist bin, whose complex mask is forced to zero upstream
-    return mask_mag[..., lo:hi].mean(dim=-1)
+    return mask_mag[..., lo:hi].mean(axis=-1)
 
 
-def interp_mask_to_native(mask: torch.Tensor, model: Grid, native: Grid, n_frames: int) -> torch.Tensor:
+def interp_mask_to_native(mask: np.ndarray, model: Grid, native: Grid, n_frames: int) -> np.ndarray:
     """Carry a complex mask (..., Tm, Fm) on ``model``'s grid to ``native``'s (..., n_frames, Fn).
 
     Frame k of the native STFT is centred at k*hop_n/rate_n seconds; bin i at i*rate_n/n_fft_n Hz.
@@ -104,23 +131,23 @@ def interp_mask_to_native(mask: torch.Tensor, model: Grid, native: Grid, n_frame
     t_ratio = (native.hop / native.rate) * (model.rate / model.hop)
     f_ratio = (native.rate / native.n_fft) * (model.n_fft / model.rate)
     t0, t1, tw = _interp_weights(n_frames, t_ratio, Tm)
-    tw_t = torch.from_numpy(tw)[:, None]
+    tw_t = tw[:, None]
     m = mask[..., t0, :] * (1 - tw_t) + mask[..., t1, :] * tw_t if np.any(tw) else mask[..., t0, :]
 
     # The model's own Nyquist bin carries no estimate (AudioSep forces its complex mask to 0): use the
     # high-band rule there too, so there is no notch at the model's Nyquist frequency.
-    fill = high_band_fill(m.abs(), model)  # (..., n_frames)
-    m = torch.cat([m[..., :-1], fill[..., None].to(m.dtype)], dim=-1)
+    fill = high_band_fill(np.abs(m), model)  # (..., n_frames)
+    m = np.concatenate([m[..., :-1], fill[..., None].astype(m.dtype)], axis=-1)
 
     n_native_bins = native.n_bins
     freqs = np.arange(n_native_bins, dtype=np.float64) * native.rate / native.n_fft
     in_band = freqs <= model.rate / 2 + 1e-9
     n_in = int(in_band.sum())
     f0, f1, fw = _interp_weights(n_in, f_ratio, Fm)
-    fw_t = torch.from_numpy(fw)
+    fw_t = fw
     out_in = m[..., f0] * (1 - fw_t) + m[..., f1] * fw_t if np.any(fw) else m[..., f0]
     if n_in == n_native_bins:
         return out_in
     n_hi = n_native_bins - n_in
-    hi = fill[..., None].expand(*fill.shape, n_hi).to(out_in.dtype)
-    return torch.cat([out_in, hi], dim=-1)
+    hi = np.broadcast_to(fill[..., None].astype(out_in.dtype), (*fill.shape, n_hi))
+    return np.concatenate([out_in, hi], axis=-1)

@@ -63,7 +63,8 @@ def check_output_dir(out_dir: str) -> None:
 class StemWriterSet:
     """One streaming writer per output name, committed together."""
 
-    def __init__(self, paths: list[str], sample_rate: int, channels: int, fmt: OutputFormat):
+    def __init__(self, paths: list[str], sample_rate: int, channels: int, fmt: OutputFormat,
+                 prefix: str | None = None):
         from pedalboard.io import AudioFile
 
         self.paths = paths
@@ -76,7 +77,7 @@ class StemWriterSet:
             for p in paths:
                 d = os.path.dirname(os.path.abspath(p))
                 check_output_dir(d)
-                fd, tmp = tempfile.mkstemp(prefix=temp_prefix("partial"), suffix=fmt.extension, dir=d)
+                fd, tmp = tempfile.mkstemp(prefix=prefix or temp_prefix("partial"), suffix=fmt.extension, dir=d)
                 os.close(fd)
                 self._tmp.append(tmp)
                 self._files.append(AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels,

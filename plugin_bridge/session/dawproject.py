@@ -356,11 +356,9 @@ def _resolve_file(z: zipfile.ZipFile, names: set, fr: ET.Element, base_dir: str,
 
 
 def _sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from plugin_bridge.fileio import file_sha256
+
+    return file_sha256(path)
 
 
 def _zip_sha(z: zipfile.ZipFile, name: str) -> str:
