@@ -95,11 +95,11 @@ def oracle_irm(mixture: np.ndarray, target: np.ndarray, rate: int, model_grid) -
     g = native_grid(model_grid, rate)
     L = mixture.shape[-1]
     pad = lambda x: np.pad(x, (0, g.n_fft)).astype(np.float32)
-    X = stft(torch.from_numpy(pad(mixture)), g)
-    S = stft(torch.from_numpy(pad(target)), g)
+    X = stft(pad(mixture), g)
+    S = stft(pad(target), g)
     N = X - S
-    m = S.abs() / torch.clamp(S.abs() + N.abs(), min=1e-12)
-    return istft(X * m, g, L + g.n_fft)[:L].numpy()
+    m = np.abs(S) / np.maximum(np.abs(S) + np.abs(N), 1e-12)
+    return np.asarray(istft(X * m, g, L + g.n_fft))[:L]
 
 
 def _read_mono(path: str) -> tuple[np.ndarray, int]:
