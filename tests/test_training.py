@@ -316,7 +316,8 @@ def test_family_weights_option_is_parsed_and_bad_values_are_refused():
     assert parse_family_weights(None) is None
     assert parse_family_weights("instruments=0.5, speech=0.2,environmental=0.3") == {
         "instruments": 0.5, "speech": 0.2, "environmental": 0.3}
-    for bad in ("music=1", "instruments", "instruments=x", "speech=-1", "speech=nan", "speech=0,instruments=0"):
+    assert parse_family_weights("music=0.2,speech=0.8") == {"music": 0.2, "speech": 0.8}   # corpus v2 family
+    for bad in ("effects=1", "instruments", "instruments=x", "speech=-1", "speech=nan", "speech=0,instruments=0"):
         with pytest.raises(ConfigError, match="--family-weights"):
             parse_family_weights(bad)
 
