@@ -134,7 +134,8 @@ def test_batch_equals_single_runs_and_bad_items_fail_alone(tmp_path, sep):
     assert [r.status for r in results] == ["done", "failed", "failed", "failed", "failed", "done", "failed"]
     msgs = [r.message for r in results if r.status == "failed"]
     assert msgs[0].startswith("jobs.csv row 3: ") and "no such file" in msgs[0]
-    assert msgs[1].startswith("jobs.csv row 4: ") and "cannot be decoded" in msgs[1]
+    # the header check names what is wrong with the file before any decoder sees it
+    assert msgs[1].startswith("jobs.csv row 4: ") and "corrupt.wav: WAV file has no data chunk" in msgs[1]
     assert msgs[2].startswith("jobs.csv row 5: ") and "NaN" in msgs[2] and "frame 20000" in msgs[2]
     assert msgs[3].startswith("jobs.csv row 6: ") and "blocker" in msgs[3]
     assert msgs[4].startswith("jobs.csv row 8: ") and "region" in msgs[4]
@@ -234,7 +235,7 @@ def test_cli_separate_many_and_batch(tmp_path, capsys, monkeypatch):
     assert [(os.path.basename(r["input"]), r["status"]) for r in summary] == [
         ("A.wav", "done"), ("broken.wav", "failed"), ("t0.wav", "done"), ("t1.wav", "done")]
     out = capsys.readouterr().out
-    assert "3 done, 0 skipped" in out and "1 failed" in out and "takes/broken.wav: cannot be decoded" in out
+    assert "3 done, 0 skipped" in out and "1 failed" in out and "takes/broken.wav: not a WAV file" in out
     assert len([n for n in listing(tmp_path / "stems") if n.endswith(".wav")]) == 9
     os.unlink(tmp_path / "takes" / "broken.wav")
     assert main(["separate", "A.wav", "takes/*.wav", "-q", "dialogue", "-q", "music", *common]) == 0
