@@ -36,7 +36,7 @@ MIN_CLIPS, MAX_CLIPS = 3, 30
 
 @dataclass
 class LearnSettings:
-    steps: int = 150
+    steps: int = 100
     batch: int = 6
     seconds: float = 2.0
     lr: float = 0.02
