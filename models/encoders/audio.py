@@ -92,7 +92,9 @@ class AudioEncoderNet(nn.Module):
         """(B, L) 16 kHz -> (B, T, n_mels) log-mel with each example's mean removed (level-invariant)."""
         spec = torch.stft(wave, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True, return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2                       # (B, F, T)
-        m = torch.log(torch.matmul(power.transpose(1, 2), self.mel) + 1e-10)
+        mel = torch.matmul(power.transpose(1, 2), self.mel)
+        # dividing by the mean power first makes the floor relative: the features ignore the level exactly
+        m = torch.log(mel / (mel.mean(dim=(1, 2), keepdim=True) + 1e-20) + 1e-6)
         return m - m.mean(dim=(1, 2), keepdim=True)
 
     def embed_logmel(self, m: torch.Tensor) -> torch.Tensor:

@@ -141,7 +141,7 @@ def train_encoder(feats: list[np.ndarray], y: list[int], protos: np.ndarray, min
         opt.zero_grad()
         loss.backward()
         opt.step()
-        hist.append((float(loss), float((logits.argmax(1) == t).float().mean())))
+        hist.append((float(loss.detach()), float((logits.argmax(1) == t).float().mean())))
         step += 1
         if log and step % 100 == 0:
             l, a = np.mean(hist[-100:], axis=0)
