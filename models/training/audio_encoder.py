@@ -57,26 +57,39 @@ def read_manifest(corpus: str, split: str, vocab: dict) -> list[dict]:
 
 
 def extract_features(net: AudioEncoderNet, paths: list[str], max_seconds: float, seed: int = 0,
-                     log=print) -> list[np.ndarray]:
-    """One float16 (T, n_mels) log-mel per file (a random ``max_seconds`` stretch of longer ones)."""
+                     log=print, cache: str | None = None) -> list[np.ndarray]:
+    """One float16 (T, n_mels) log-mel per file (a stretch of ``max_seconds`` of longer ones, chosen by a
+    seed made of ``seed`` and the file name, so a rerun picks the same).  ``cache``: a folder keeping one
+    .npy per file (reruns, or extracting while a corpus is still being written)."""
+    import hashlib
+
     import soundfile as sf
 
-    rng = np.random.default_rng(seed)
     feats = []
     t0 = time.monotonic()
     n_max = int(max_seconds * net.cfg.sample_rate)
     for i, p in enumerate(paths):
+        key = hashlib.sha256(f"{seed}:{max_seconds}:{os.path.basename(p)}".encode()).hexdigest()
+        cp = os.path.join(cache, key[:2], key + ".npy") if cache else None
+        if cp and os.path.exists(cp):
+            feats.append(np.load(cp, allow_pickle=False))
+            continue
         x, sr = sf.read(p, dtype="float32", always_2d=True)
         if sr != net.cfg.sample_rate:
             raise ValueError(f"{p}: corpus clips must be {net.cfg.sample_rate} Hz, got {sr}")
         x = x.mean(axis=1)
         if x.size > n_max:
-            s = int(rng.integers(0, x.size - n_max + 1))
+            s = int(np.random.default_rng(int(key[:12], 16)).integers(0, x.size - n_max + 1))
             x = x[s:s + n_max]
         if x.size < net.cfg.n_fft:
             x = np.pad(x, (0, net.cfg.n_fft - x.size))
         with torch.inference_mode():
-            feats.append(net.logmel(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy().astype(np.float16))
+            f = net.logmel(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy().astype(np.float16)
+        feats.append(f)
+        if cp:
+            os.makedirs(os.path.dirname(cp), exist_ok=True)
+            np.save(cp + ".tmp.npy", f, allow_pickle=False)
+            os.replace(cp + ".tmp.npy", cp)
         if log and (i + 1) % 2000 == 0:
             log(f"  features {i + 1}/{len(paths)}  {time.monotonic() - t0:.0f} s")
     return feats
@@ -179,6 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-clips", type=int, default=None, help="use at most this many training clips")
     ap.add_argument("--holdout", default="", help="comma-separated labels left out of training")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feature-cache", default=None, help="folder for per-clip features (reused by reruns)")
     ap.add_argument("--report", default=None, help="also write the training facts and dev retrieval as JSON")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -203,9 +217,9 @@ def main(argv=None) -> int:
           file=sys.stderr)
     t0 = time.monotonic()
     ftr = extract_features(net0, [os.path.join(a.corpus, r["path"]) for r in train_rows], a.max_seconds, a.seed,
-                           log=lambda s: print(s, file=sys.stderr))
-    fdev = extract_features(net0, [os.path.join(a.corpus, r["path"]) for r in dev_rows], a.max_seconds, a.seed + 1,
-                            log=None)
+                           log=lambda s: print(s, file=sys.stderr), cache=a.feature_cache)
+    fdev = extract_features(net0, [os.path.join(a.corpus, r["path"]) for r in dev_rows], a.max_seconds, a.seed,
+                            log=None, cache=a.feature_cache)
     feat_s = time.monotonic() - t0
     ytr = [train_labels.index(r["label"]) for r in train_rows]
     net, facts = train_encoder(ftr, ytr, protos_train, a.minutes, a.seed, log=lambda s: print(s, file=sys.stderr))
