@@ -106,7 +106,10 @@ def _crop(m: np.ndarray, n: int, rng) -> np.ndarray:
 
 
 def make_batch(feats, y, by_label, n: int, rng, mix_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = rng.integers(len(feats), size=n)
+    labs = sorted(by_label)
+    # label-balanced: every label as often as any other (speech has 40x more clips than most labels)
+    idx = [by_label[labs[int(k)]][int(rng.integers(len(by_label[labs[int(k)]])))]
+           for k in rng.integers(len(labs), size=n)]
     xs = []
     for i in idx:
         m = _crop(feats[i], CROP_FRAMES, rng)
@@ -169,16 +172,27 @@ def embed_features(net: AudioEncoderNet, feats: list[np.ndarray]) -> np.ndarray:
         return np.stack([net.embed_logmel(torch.from_numpy(m.astype(np.float32))[None])[0].numpy() for m in feats])
 
 
-def evaluate_retrieval(net: AudioEncoderNet, feats: list[np.ndarray], y: list[int], protos: np.ndarray) -> dict:
-    """Top-1 / top-3 label accuracy of each clip's embedding against the label prototypes."""
+def evaluate_retrieval(net: AudioEncoderNet, feats: list[np.ndarray], y: list[int], protos: np.ndarray,
+                       groups: list[str] | None = None) -> dict:
+    """Top-1 / top-3 label accuracy of each clip's embedding against the label prototypes; ``balanced``:
+    the mean over labels of each label's top-1 (so a label with many clips does not dominate);
+    ``groups`` (e.g. each label's family) adds the balanced top-1 per group."""
     z = embed_features(net, feats)
     sims = z @ protos.T
     order = np.argsort(-sims, axis=1)
     y = np.asarray(y)
-    top1 = float(np.mean(order[:, 0] == y))
-    top3 = float(np.mean([yy in o[:3] for yy, o in zip(y, order)]))
-    return {"n": int(len(y)), "top1": round(top1, 4), "top3": round(top3, 4),
-            "chance": round(1.0 / protos.shape[0], 4)}
+    hit = order[:, 0] == y
+    per_label = {int(l): float(np.mean(hit[y == l])) for l in np.unique(y)}
+    out = {"n": int(len(y)), "top1": round(float(np.mean(hit)), 4),
+           "top3": round(float(np.mean([yy in o[:3] for yy, o in zip(y, order)])), 4),
+           "balanced_top1": round(float(np.mean(list(per_label.values()))), 4),
+           "chance": round(1.0 / protos.shape[0], 4)}
+    if groups is not None:
+        g = {}
+        for l, acc in per_label.items():
+            g.setdefault(groups[l], []).append(acc)
+        out["balanced_top1_by_group"] = {k: round(float(np.mean(v)), 4) for k, v in sorted(g.items())}
+    return out
 
 
 def main(argv=None) -> int:
@@ -224,9 +238,10 @@ def main(argv=None) -> int:
     ytr = [train_labels.index(r["label"]) for r in train_rows]
     net, facts = train_encoder(ftr, ytr, protos_train, a.minutes, a.seed, log=lambda s: print(s, file=sys.stderr))
     ydev = [pos[r["label"]] for r in dev_rows]
-    ret = evaluate_retrieval(net, fdev, ydev, protos_all)
+    fam = [vocab[l]["family"] for l in all_labels]
+    ret = evaluate_retrieval(net, fdev, ydev, protos_all, fam)
     known = [i for i, r in enumerate(dev_rows) if r["label"] not in holdout]
-    ret_known = evaluate_retrieval(net, [fdev[i] for i in known], [ydev[i] for i in known], protos_all)
+    ret_known = evaluate_retrieval(net, [fdev[i] for i in known], [ydev[i] for i in known], protos_all, fam)
     facts.update({"train_clips": len(train_rows), "train_labels": len(train_labels), "holdout": holdout,
                   "feature_seconds": round(feat_s, 1), "threads": a.threads, "max_seconds": a.max_seconds,
                   "dev_retrieval_all_labels": ret, "dev_retrieval_trained_labels": ret_known})
