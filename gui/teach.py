@@ -1,6 +1,7 @@
 """"Teach a sound..." dialog: fit a learned query (@NAME) from a folder of clips, in a worker thread."""
 from __future__ import annotations
 
+import os
 import threading
 
 from PyQt6.QtCore import pyqtSignal
@@ -119,7 +120,7 @@ class TeachDialog(QDialog):
             rate = model.cfg.sample_rate
             xs = load_clips(clips, rate)
             inter, desc = (load_clips(background, rate, "background clips"), "your background clips") if background \
-                else default_interferers(rate)
+                else default_interferers(rate, os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
             try:
                 res = learn_query(model, xs, inter, name, LearnSettings(steps=steps),
                                   progress=lambda s, n, l: self.progressed.emit(s, n, l), cancel=self._cancel.is_set,

@@ -136,7 +136,13 @@ def run_learned(corpus_dir: str, labels: list[str], n_clips: int = 10, steps: in
     enc = load_audio_encoder()
     text = model.encoder()
     dev = Corpus.load(corpus_dir, "dev", LABELS_JSON)
-    train = Corpus.load(corpus_dir, "train", LABELS_JSON)
+    train = Corpus.load(corpus_dir, "train", LABELS_JSON, load_audio=False)  # only the clips used are read
+
+    def audio(c):
+        import soundfile as sf
+
+        return sf.read(c.path, dtype="float32", always_2d=True)[0][:, 0]
+
     mixes = dev_mixtures(dev, n_mix * 12, seed=seed)
     tby = train.by_label()
     rng = np.random.default_rng(seed)
@@ -150,10 +156,9 @@ def run_learned(corpus_dir: str, labels: list[str], n_clips: int = 10, steps: in
         vv = text.encode(vocab)
         name_v = text.encode([label_text(lab)])[0]
         nearest = vocab[int(np.argmax(vv @ name_v))]
-        clips = [c.audio.astype(np.float32) / 32768.0 for c in
-                 [tby[lab][int(i)] for i in rng.choice(len(tby[lab]), min(n_clips, len(tby[lab])), replace=False)]]
+        clips = [audio(tby[lab][int(i)]) for i in rng.choice(len(tby[lab]), min(n_clips, len(tby[lab])), replace=False)]
         others = [c for l, cs in tby.items() if l != lab for c in cs]
-        inter = [others[int(i)].audio.astype(np.float32) / 32768.0 for i in rng.choice(len(others), 60, replace=False)]
+        inter = [audio(others[int(i)]) for i in rng.choice(len(others), 60, replace=False)]
         res = learn_query(model, clips, inter, label_text(lab), LearnSettings(steps=steps, seed=seed))
         conds = {"nearest_text": text.encode([nearest])[0], "own_name": name_v,
                  "example": None, "learned": res.vector}
