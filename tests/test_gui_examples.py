@@ -96,7 +96,7 @@ def test_use_selection_as_query_add_it_to_a_region_and_render(tmp_path, window, 
     assert row.text.text() == "@" + name and row.is_named and not row.mark.isHidden()
     assert [x.text for x in s.regions[1].queries] == ["@" + name]
     QTest.mouseClick(qp.run_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: s.jobs and s.jobs[0].status in ("done", "failed"), timeout=60000)
+    qtbot.waitUntil(lambda: s.jobs and s.jobs[0].status in ("done", "failed"), timeout=240000)
     assert s.jobs[0].status == "done", s.jobs[0].error
     qtbot.waitUntil(lambda: len([t for t in s.tracks if t.kind != "source"]) == 2, timeout=5000)
     stem, resid = [t for t in s.tracks if t.kind != "source"]
