@@ -18,6 +18,12 @@ from plugin_bridge.session.learned import LearnedQuery, LearnedQueryError, Learn
 RATE = 16000
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data(tmp_path, monkeypatch):
+    """Learned queries of one test never leak into the next (the conftest folder is per session)."""
+    monkeypatch.setenv("PLUGIN_BRIDGE_DATA", str(tmp_path / "userdata"))
+
+
 def tone(f0, seconds, rate=RATE, seed=0, amp=0.3):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
