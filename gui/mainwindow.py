@@ -208,6 +208,7 @@ class MainWindow(QMainWindow):
         self.status_info = QLabel("")
         self.statusBar().addPermanentWidget(self.status_info)
         self._refresh_presets()
+        self._refresh_learned()
 
         def sc(keys, fn):
             for k in keys if isinstance(keys, (list, tuple)) else [keys]:
@@ -254,6 +255,9 @@ class MainWindow(QMainWindow):
         act(e, "&Redo", self.redo, QKeySequence("Ctrl+Shift+Z"), "act_redo")
         e.addSeparator()
         act(e, "Delete Region", self.delete_current_region)
+        e.addSeparator()
+        act(e, "Use Selection as &Query", self.use_selection_as_query, QKeySequence("Ctrl+E"), "act_use_selection")
+        act(e, "&Teach a Sound...", self.teach_dialog, None, "act_teach")
         e.addSeparator()
         act(e, "&Settings...", self.settings_dialog, QKeySequence("Ctrl+,"))
         v = mb.addMenu("&View")
@@ -818,6 +822,9 @@ class MainWindow(QMainWindow):
             a = m.addAction("Re-render with chain", lambda: self.rerender_chain(track_id))
             a.setEnabled(ok and (bool(t.chain) or t.extra.get("raw_path", t.path) != t.path))
             m.addSeparator()
+            a = m.addAction("Use selection as query", lambda: self.use_selection_as_query(track_id))
+            a.setEnabled(ok)
+            m.addSeparator()
             m.addAction("Remove stem", lambda: self.remove_stem_track(track_id))
         else:
             m.addAction("Remove track", lambda: self._edit(lambda: self.history.remove_track(track_id)))
@@ -979,6 +986,7 @@ class MainWindow(QMainWindow):
         rid = it.data(Qt.ItemDataRole.UserRole)
         m = QMenu(self)
         m.addAction("Zoom to region", lambda: (self.select_region(rid), self.zoom_to_region()))
+        m.addAction("Use as query", lambda: (self.select_region(rid), self.use_selection_as_query()))
         m.addAction("Delete region", lambda: self._edit(lambda: self.history.remove_region(rid)))
         m.popup(self.region_list.mapToGlobal(pos))
         self._last_menu = m
@@ -1063,6 +1071,77 @@ class MainWindow(QMainWindow):
             self.query_panel.preset.setCurrentIndex(i)
         self.statusBar().showMessage(f"Preset saved: {path}", 5000)
         return path
+
+    # learned sounds and audio examples (@NAME queries)
+    def _refresh_learned(self):
+        try:
+            from plugin_bridge.session.learned import LearnedStore
+
+            self.query_panel.fill_learned(LearnedStore().list())
+        except Exception as exc:  # noqa: BLE001
+            self.statusBar().showMessage(f"Learned queries unavailable: {_pretty(exc)}", 8000)
+
+    def use_selection_as_query(self, track_id: str | None = None) -> str | None:
+        """Save the audio under the selected region (on its source track, or on the stem lane
+        ``track_id``; a stem without a region covering it is used whole) as an example query @NAME and
+        offer it in the query panel's Learned list.  Returns the name."""
+        s = self.session
+        r = self._current_region()
+        if s is None or (r is None and track_id is None):
+            self.show_error("Select a region first (drag across a track), then use it as a query.")
+            return None
+        try:
+            from plugin_bridge.engine.reader import StreamReader, probe
+            from plugin_bridge.models.encoders.audio import load_audio_encoder
+            from plugin_bridge.session.learned import LearnedQuery, LearnedStore
+
+            t = s.track(track_id) if track_id else s.track(r.track_id)
+            info = probe(t.path)
+            if r is not None:
+                a, b = s.session_to_file_frames(t, r.start, r.end)
+                a, b = max(0, a), min(info.frames, b)
+            else:
+                a, b = 0, info.frames
+            if r is not None and track_id and b <= a:  # the region does not cover this stem: take it whole
+                a, b = 0, info.frames
+            if b <= a:
+                raise ValueError("the selection holds no audio of this track (0 s)")
+            reader = StreamReader(t.path, start=a, stop=b)
+            try:
+                x = reader.get(0, b - a)
+            finally:
+                reader.close()
+            rate = info.sample_rate
+            what = f"{t.name} {fmt_time(a / rate)}–{fmt_time(b / rate)}"
+            enc = load_audio_encoder()
+            vec = enc.encode(x, rate, what)
+            store = LearnedStore()
+            base, name, k = f"{t.name} {fmt_time(a / rate)}", f"{t.name} {fmt_time(a / rate)}", 2
+            taken = {n.lower() for n in store.names()}
+            while name.lower() in taken:
+                name, k = f"{base} ({k})", k + 1
+            store.save(LearnedQuery(name, vec, "example", space=enc.space, model_name=enc.id,
+                                    facts={"source": t.path, "start_s": a / rate, "end_s": b / rate}))
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(f"Cannot use the selection as a query: {_pretty(exc)}")
+            return None
+        self._refresh_learned()
+        i = self.query_panel.learned.findData(name)
+        if i >= 0:
+            self.query_panel.learned.setCurrentIndex(i)
+        self.statusBar().showMessage(f"Example query @{name} saved: choose the region to search and press Add "
+                                     "next to Learned", 8000)
+        return name
+
+    def teach_dialog(self):
+        from plugin_bridge.gui.teach import TeachDialog
+
+        dlg = TeachDialog(self)
+        dlg.learned.connect(lambda _n: self._refresh_learned())
+        self._teach = dlg
+        dlg.setModal(False)
+        dlg.show()
+        return dlg
 
     # ------------------------------------------------------------------------------------------------
     # jobs

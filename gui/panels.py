@@ -13,6 +13,7 @@ from PyQt6.QtWidgets import (
 
 from plugin_bridge.gui.timeline import fmt_time, mime_for_files
 
+NAMED_MARK = "◆"  # = plugin_bridge.session.learned.MARK (kept here so the panel imports no engine code)
 QUERY_COLOURS = ["#4aa3ff", "#ffb84a", "#8fd18f", "#b26bff", "#ff6b6b", "#4ad0c8", "#ff8fd1", "#c9c95b"]
 
 
@@ -97,12 +98,20 @@ class QueryRow(QFrame):
         self.colour_btn.clicked.connect(self._pick_colour)
         self._paint_colour()
         self.text = QLineEdit(text)
-        self.text.setPlaceholderText('What to extract, e.g. "dialogue", "birds chirping"')
+        self.text.setPlaceholderText('What to extract, e.g. "dialogue", "birds chirping", or @learned sound')
         self.text.editingFinished.connect(self.changed)
+        # a learned / example query (@NAME) carries a distinct mark
+        self.mark = QLabel(NAMED_MARK)
+        self.mark.setObjectName("namedMark")
+        self.mark.setStyleSheet("color: #ffd166; font-weight: bold;")
+        self.mark.setToolTip("A learned sound or an audio example (saved with your presets)")
+        self.text.textChanged.connect(self._update_mark)
+        self._update_mark()
         self.remove = QToolButton(text="✕")
         self.remove.setToolTip("Remove this query")
         self.remove.clicked.connect(lambda: self.removeRequested.emit(self))
         top.addWidget(self.colour_btn)
+        top.addWidget(self.mark)
         top.addWidget(self.text, 1)
         top.addWidget(self.remove)
         lay.addLayout(top)
@@ -113,6 +122,15 @@ class QueryRow(QFrame):
         self.negative.editingFinished.connect(self.changed)
         neg.addWidget(self.negative)
         lay.addLayout(neg)
+
+    @property
+    def is_named(self) -> bool:
+        from plugin_bridge.session.learned import is_named_query
+
+        return is_named_query(self.text.text())
+
+    def _update_mark(self, *_):
+        self.mark.setVisible(self.is_named)
 
     def _paint_colour(self):
         self.colour_btn.setStyleSheet(f"background: {self.colour}; border: 1px solid #111; border-radius: 3px;")
@@ -181,6 +199,23 @@ class QueryPanel(QGroupBox):
         pr.addWidget(self.apply_preset)
         pr.addWidget(self.save_preset)
         lay.addLayout(pr)
+        lr = QHBoxLayout()
+        lr.addWidget(QLabel("Learned"))
+        self.learned = QComboBox()
+        self.learned.setToolTip(f"{NAMED_MARK} learned sounds and saved audio examples")
+        self.learned.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        lr.addWidget(self.learned, 1)
+        self.add_learned = QPushButton("Add")
+        self.add_learned.setToolTip("Add the chosen learned sound / example as a query of this region")
+        self.add_learned.clicked.connect(self._add_learned)
+        self.teach_btn = QPushButton("Teach…")
+        self.teach_btn.setToolTip("Teach a sound from a few clips")
+        self.teach_btn.clicked.connect(self.win.teach_dialog)
+        for b in (self.add_learned, self.teach_btn):
+            b.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+            b.setMaximumWidth(b.fontMetrics().horizontalAdvance(b.text()) + 28)
+            lr.addWidget(b)
+        lay.addLayout(lr)
         self.rows_box = QVBoxLayout()
         self.rows_box.setSpacing(4)
         holder = QWidget()
@@ -221,6 +256,29 @@ class QueryPanel(QGroupBox):
         if i >= 0:
             self.preset.setCurrentIndex(i)
 
+    def fill_learned(self, entries):
+        cur = self.learned.currentData()
+        self.learned.clear()
+        for e in entries:
+            if e.query is not None:
+                self.learned.addItem(f"{NAMED_MARK} {e.name}" + ("  (example)" if e.query.kind == "example" else ""),
+                                     e.name)
+        i = self.learned.findData(cur)
+        if i >= 0:
+            self.learned.setCurrentIndex(i)
+        self.add_learned.setEnabled(self.region_id is not None and self.learned.count() > 0)
+
+    def _add_learned(self):
+        name = self.learned.currentData()
+        if not name or self.region_id is None:
+            return
+        empty = [r for r in self.rows if not r.text.text().strip()]
+        if empty:
+            empty[0].text.setText("@" + name)
+        else:
+            self.add_row("@" + name)
+        self.commit()
+
     def set_region(self, region, track_rate: int = 48000):
         self._loading = True
         self.region_id = region.id if region is not None else None
@@ -228,6 +286,7 @@ class QueryPanel(QGroupBox):
         for w in (self.name, self.start, self.end, self.preset, self.apply_preset, self.save_preset, self.add_btn,
                   self.run_btn):
             w.setEnabled(enabled)
+        self.add_learned.setEnabled(enabled and self.learned.count() > 0)
         for r in self.rows:
             r.setParent(None)
             r.deleteLater()

@@ -9,6 +9,7 @@ import sys
 # parser(s) and sets ``func`` (callable taking the parsed args, returning an exit code).
 COMMAND_MODULES = [
     "plugin_bridge.engine.cli",          # separate, bench
+    "plugin_bridge.engine.learn_cli",    # learn, learned
     "plugin_bridge.corpus.cli",          # corpus build
     "plugin_bridge.models.training.cli",  # train, benchmark
     "plugin_bridge.session.cli",         # session run, presets, export

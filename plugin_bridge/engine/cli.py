@@ -19,6 +19,14 @@ def register(sub) -> None:
                    help="what to extract, e.g. -q birds -q 'a man speaking'; repeat for several stems")
     p.add_argument("-n", "--negative", action="append", default=None, metavar="TEXT",
                    help="negative query for the query at the same position ('' for none), e.g. -q speech -n music")
+    p.add_argument("-e", "--example", action="append", default=[], metavar="REF[@START:END]",
+                   help="query by example: extract what sounds like this reference (seconds range optional), "
+                        "e.g. -e hum.wav@2:3.5; repeat to give several takes of the same sound; with -q, "
+                        "each text query is blended with it (see --example-weight)")
+    p.add_argument("--example-weight", type=float, default=None, metavar="W",
+                   help="share of the example in a blended query, 0..1 (default 0.5 when -q is given)")
+    p.add_argument("--negative-example", action="append", default=[], metavar="REF[@START:END]",
+                   help="remove what sounds like this reference from every stem")
     p.add_argument("-o", "--out", default="stems", help="output folder (default: ./stems)")
     p.add_argument("--format", default="wav24", choices=["wav16", "wav24", "wav32f", "flac16", "flac24"],
                    help="output format (default 24-bit WAV; wav32f keeps stems+residual == mix exactly)")
@@ -112,16 +120,15 @@ def cmd_separate(args) -> int:
         return batch_cli.cmd_separate_many(args)
     args.input = args.input[0]
     from plugin_bridge.engine.reader import probe
-    from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
+    from plugin_bridge.engine.separator import SeparationSettings, Separator
     from plugin_bridge.models.registry import load_model, query_warnings
 
-    if not args.query:
-        raise ConfigError("give at least one query, e.g. -q speech")
-    negs = args.negative or []
-    if len(negs) > len(args.query):
+    from plugin_bridge.engine.examples import build_queries
+
+    if not args.query and not args.example:
+        raise ConfigError("give at least one query, e.g. -q speech, or an example, e.g. -e ref.wav")
+    if len(args.negative or []) > max(len(args.query), 1 if args.example else 0):
         raise ConfigError("more --negative than --query values")
-    negs = negs + [""] * (len(args.query) - len(negs))
-    queries = [Query(q, n or None) for q, n in zip(args.query, negs)]
     info = probe(args.input)
     check_region_seconds(args.start, args.end, info.duration)
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
@@ -136,8 +143,9 @@ def cmd_separate(args) -> int:
         print("WARNING: no trained embedded model is installed; using RANDOM weights. "
               "The output shows the plumbing, not a separation.", file=sys.stderr)
     sep = Separator(model, backend=args.backend, device=args.device, threads=args.threads)
+    queries = build_queries(args.query, args.negative, args.example, args.example_weight, args.negative_example, sep)
     if not args.quiet:
-        for msg in query_warnings(model, [q.text for q in queries]):
+        for msg in query_warnings(model, [q.text for q in queries if q.vector is None]):
             print(f"WARNING: {msg}", file=sys.stderr)
         print(f"model: {model.name}  backend: {sep.backend.name} ({getattr(sep.backend, 'device', 'cpu')})",
               file=sys.stderr)

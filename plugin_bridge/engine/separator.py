@@ -28,7 +28,7 @@ from plugin_bridge.engine.backends import make_backend
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP, OverlapAdd, align_unit, plan_segments
 from plugin_bridge.engine.masks import combine_masks, complex_masks, magnitude
 from plugin_bridge.engine.reader import StreamReader
-from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
+from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, resample, stft
 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
 
@@ -37,9 +37,15 @@ __all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Prog
 
 @dataclass(frozen=True)
 class Query:
+    """What to extract.  ``text`` is a text query or ``@NAME`` (a saved learned / example query, see
+    ``plugin_bridge.session.learned``); ``vector`` (an example or mixed query, already in the model's
+    query space) replaces the text's embedding, ``negative_vector`` the negative's."""
+
     text: str
     negative: str | None = None
     name: str | None = None  # output naming token; defaults to a slug of the text
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    negative_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def token(self) -> str:
@@ -141,27 +147,35 @@ class Separator:
                 self._emb_cache[t] = v
         return np.stack([self._emb_cache[t] for t in texts]) if texts else np.zeros((0, self.cfg.condition_size), np.float32)
 
+    def condition(self, text: str | None, vector: np.ndarray | None = None) -> np.ndarray:
+        """One condition vector: ``vector`` as given, ``@NAME`` from the learned-query store (refused when
+        it was made for another model), else the text's embedding."""
+        from plugin_bridge.session.learned import LearnedStore, is_named_query
+
+        if vector is not None:
+            v = np.asarray(vector, np.float32).reshape(-1)
+            if v.shape != (self.cfg.condition_size,) or not np.all(np.isfinite(v)):
+                raise ConfigError(f"a query vector must be {self.cfg.condition_size} finite values, got {v.shape}")
+            return v
+        if is_named_query(text):
+            lq = LearnedStore().get(text)
+            lq.check_model(self.model)
+            return lq.vector
+        return self.embed([text])[0]
+
     def _conditions(self, queries: list[Query]) -> tuple[np.ndarray, list[bool]]:
-        texts = [q.text for q in queries]
-        has_neg = [bool(q.negative and q.negative.strip()) for q in queries]
-        texts += [q.negative for q, h in zip(queries, has_neg) if h]
-        return self.embed(texts), has_neg
+        from plugin_bridge.session.learned import is_named_query
+
+        has_neg = [q.negative_vector is not None or bool(q.negative and q.negative.strip()) for q in queries]
+        items = [(q.text, q.vector) for q in queries]
+        items += [(q.negative, q.negative_vector) for q, h in zip(queries, has_neg) if h]
+        self.embed([t for t, v in items if v is None and not is_named_query(t)])  # one batch for all texts
+        return np.stack([self.condition(t, v) for t, v in items]), has_neg
 
     # -- one segment ------------------------------------------------------------------------------------
     def _to_model_rate(self, x: np.ndarray, rate: int) -> np.ndarray:
         """(C, n) native -> (C, round(n*Rm/R)) at the model's rate."""
-        Rm = self.cfg.sample_rate
-        n_out = int(round(x.shape[-1] * Rm / rate))
-        if rate == Rm:
-            return x
-        from pedalboard import Resample
-        from pedalboard.io import StreamResampler
-
-        r = StreamResampler(float(rate), float(Rm), x.shape[0], getattr(Resample.Quality, self.RESAMPLE_QUALITY))
-        y = np.concatenate([r.process(np.ascontiguousarray(x, np.float32)), r.process()], axis=1)
-        if y.shape[1] < n_out:
-            y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
-        return y[:, :n_out]
+        return resample(x, rate, self.cfg.sample_rate, self.RESAMPLE_QUALITY)
 
     def process_segment(self, x: np.ndarray, rate: int, cond: np.ndarray, has_neg: list[bool],
                         settings: SeparationSettings) -> np.ndarray:
