@@ -24,6 +24,9 @@ class ResUNetConfig:
     input_transform: str = "linear"  # "linear" (AudioSep) or "log1p"
     momentum: float = 0.01
     name: str = "resunet"
+    #: Full FiLM: a multiplicative ``gamma`` (applied as ``1 + gamma``, zero-initialised) beside the additive
+    #: ``beta`` before every BatchNorm'd activation.  AudioSep uses beta only (False keeps its key names).
+    film_gamma: bool = False
 
     # -- presets ---------------------------------------------------------------------------------
     @classmethod
@@ -65,6 +68,8 @@ class ResUNetConfig:
         d = dataclasses.asdict(self)
         d["encoder_channels"] = list(self.encoder_channels)
         d["encoder_pools"] = [list(p) for p in self.encoder_pools]
+        if not self.film_gamma:
+            del d["film_gamma"]  # beta-only configs keep the JSON they had before the field existed
         return d
 
     def to_json(self) -> str:

@@ -29,7 +29,7 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvBlockRes(nn.Module):
-    """Pre-activation residual block: BN + beta -> lrelu -> conv3x3, twice, plus a 1x1 shortcut."""
+    """Pre-activation residual block: BN + FiLM -> lrelu -> conv3x3, twice, plus a 1x1 shortcut."""
 
     def __init__(self, in_c: int, out_c: int, momentum: float):
         super().__init__()
@@ -42,10 +42,16 @@ class ConvBlockRes(nn.Module):
     def film_dims(self) -> dict[str, int]:
         return {"beta1": self.bn1.num_features, "beta2": self.bn2.num_features}
 
-    def forward(self, x, beta1, beta2):
-        h = self.conv1(_lrelu(self.bn1(x) + beta1))
-        h = self.conv2(_lrelu(self.bn2(h) + beta2))
+    def forward(self, x, film, prefix):
+        h = self.conv1(_lrelu(_film(self.bn1(x), film, prefix + "->beta1")))
+        h = self.conv2(_lrelu(_film(self.bn2(h), film, prefix + "->beta2")))
         return (self.shortcut(x) if self.shortcut is not None else x) + h
+
+
+def _film(x: torch.Tensor, film: dict[str, torch.Tensor], beta_name: str) -> torch.Tensor:
+    """x * (1 + gamma) + beta; gamma only where the model has full FiLM."""
+    gamma = film.get(beta_name[:-5] + "gamma" + beta_name[-1])
+    return (x if gamma is None else x * (1 + gamma)) + film[beta_name]
 
 
 class EncoderBlock(nn.Module):
@@ -55,7 +61,7 @@ class EncoderBlock(nn.Module):
         self.pool = tuple(pool)
 
     def forward(self, x, film, prefix):
-        y = self.conv_block1(x, film[prefix + "->conv_block1->beta1"], film[prefix + "->conv_block1->beta2"])
+        y = self.conv_block1(x, film, prefix + "->conv_block1")
         pooled = F.avg_pool2d(y, kernel_size=self.pool) if self.pool != (1, 1) else y
         return pooled, y
 
@@ -74,9 +80,9 @@ class DecoderBlock(nn.Module):
         return {"beta1": self.bn1.num_features, "beta2": self.bn2.num_features}
 
     def forward(self, x, skip, film, prefix):
-        u = self.conv1(_lrelu(self.bn1(x) + film[prefix + "->beta1"]))
+        u = self.conv1(_lrelu(_film(self.bn1(x), film, prefix + "->beta1")))
         z = torch.cat([u, skip], dim=1)
-        return self.conv_block2(z, film[prefix + "->conv_block2->beta1"], film[prefix + "->conv_block2->beta2"])
+        return self.conv_block2(z, film, prefix + "->conv_block2")
 
 
 class ResUNetBase(nn.Module):
@@ -141,9 +147,10 @@ class ResUNetBase(nn.Module):
 
 
 class FiLM(nn.Module):
-    """One Linear(condition -> C) per beta; additive only (no gamma), as AudioSep."""
+    """One Linear(condition -> C) per beta (additive, as AudioSep); with ``gamma`` also one per gamma
+    (multiplicative, zero-initialised so that a beta-only model's weights start as the same function)."""
 
-    def __init__(self, meta: list[tuple[str, int]], condition_size: int):
+    def __init__(self, meta: list[tuple[str, int]], condition_size: int, gamma: bool = False):
         super().__init__()
         self.names = [n for n, _ in meta]
         for name, c in meta:
@@ -151,6 +158,14 @@ class FiLM(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
             self.add_module(name, lin)
+        if gamma:
+            for name, c in meta:
+                gname = name[:-5] + "gamma" + name[-1]
+                lin = nn.Linear(condition_size, c)
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+                self.add_module(gname, lin)
+                self.names.append(gname)
 
     def forward(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: getattr(self, n)(cond)[:, :, None, None] for n in self.names}
@@ -170,7 +185,7 @@ class ResUNet(nn.Module):
         super().__init__()
         self.cfg = (cfg or ResUNetConfig.audiosep()).validate()
         self.base = ResUNetBase(self.cfg)
-        self.film = FiLM(self.base.film_meta(), self.cfg.condition_size)
+        self.film = FiLM(self.base.film_meta(), self.cfg.condition_size, gamma=self.cfg.film_gamma)
         self.register_buffer("window", torch.hann_window(self.cfg.n_fft, periodic=True), persistent=False)
 
     # -- network core (ONNX-exportable) ------------------------------------------------------------

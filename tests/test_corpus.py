@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,13 @@ def test_copyright_parsing(tmp_path):
     assert info.licence_for("usr/share/x/sound/ambience/a.ogg")[0] == "CC-BY-SA-3.0"
     lic, who = info.licence_for("sound/doors/door1.ogg")
     assert lic == "CC-BY-3.0" and "Door Person" in who
+    # a stanza naming one upstream file is found under its installed directory (sonic-pi: etc/samples/x.flac
+    # is installed as usr/share/sonic-pi/samples/x.flac); other files of that directory keep the default
+    cp.write_text("Files: *\nCopyright: Team\nLicense: MIT\n\nFiles: etc/samples/vinyl_hiss.flac\n"
+                  "Copyright: 2011 veezay\nLicense: CC0\n", encoding="utf-8")
+    info = sources.parse_copyright(cp)
+    assert info.licence_for("usr/share/sonic-pi/samples/vinyl_hiss.flac")[0] == "CC0"
+    assert info.licence_for("usr/share/sonic-pi/samples/perc_door.flac")[0] == "MIT"
 
 
 def test_dedup_finds_duplicate_and_near_duplicate_not_different():
@@ -240,7 +248,25 @@ def test_labels_json_vocabulary(tmp_path):
     for lab, e in data["labels"].items():
         assert e["family"] in common.FAMILIES and e["group"] and e["synonyms"]
         assert len(e["captions"]) >= 5, lab
-    assert {"dog barking", "cat meowing", "typing", "applause", "baby crying", "telephone ringing"} <= set(data["unsupported"])
+    assert {"dog barking", "cat meowing", "typing", "baby crying", "singing voice"} <= set(data["unsupported"])
+    # concepts a label covers are offered, not flagged; with the label gone they are flagged again
+    assert not {"telephone ringing", "siren", "applause", "music (full mix)"} & set(data["unsupported"])
+    data3 = vocab.write_labels_json([r for r in rows if r["label"] != "phone_ring"], tmp_path / "l3.json")
+    assert "telephone ringing" in data3["unsupported"] and "phone ring" in data3["unsupported"]
+    # umbrella queries: "effects" = the environmental family, "ambience" = listed members that are present
+    effects = set(data["umbrellas"]["effects"]["members"])
+    assert {"explosion", "footsteps", "siren", "birds"} <= effects and not {"hum", "hiss", "crackle"} & effects
+    assert effects <= {lab for lab, e in data["labels"].items() if e["family"] == "environmental"}
+    assert {"rain", "wind", "room_tone"} <= set(data["umbrellas"]["ambience"]["members"])
+    assert set(data["umbrellas"]["ambience"]["members"]) <= set(data["labels"])
+    for u in data["umbrellas"].values():
+        assert len(u["synonyms"]) >= 5 and len(u["captions"]) >= 5
+    for lab, e in data["labels"].items():
+        assert len(set(e["synonyms"])) >= 5, lab
+    assert {"dialogue", "voice"} <= set(data["labels"]["speech"]["synonyms"])
+    assert {"score", "soundtrack"} <= set(data["labels"]["music"]["synonyms"])
+    assert {"60 cycle hum", "buzz"} <= set(data["labels"]["hum"]["synonyms"])
+    assert "vocals" not in data["labels"]["speech"]["synonyms"]
     # a label absent from the corpus is reported as unsupported, not offered
     data2 = vocab.write_labels_json([r for r in rows if r["label"] != "wolf"], tmp_path / "l2.json")
     assert "wolf" not in data2["labels"] and "wolf" in data2["unsupported"]
@@ -254,5 +280,50 @@ def test_shipped_vocabulary_matches_the_shipped_model_and_corpus_summary():
     summary = json.loads((sources.LABELS_JSON.parents[1] / "weights" / "corpus_summary.json").read_text())
     trained = {k.split("/", 1)[1] for k in summary["by_label"]}
     assert set(data["labels"]) == trained
-    assert {e["family"] for e in data["labels"].values()} == set(common.FAMILIES)
+    assert {e["family"] for e in data["labels"].values()} == set(summary["by_family"]) >= {"instruments", "speech", "environmental"}
     assert not {lab.replace("_", " ") for lab in data["labels"]} & set(data["unsupported"])
+
+
+def test_music_arrangements_share_one_key_and_render_as_full_mix(tmp_path):
+    """The "music" arrangements: melody, chords and bass use only the pitch classes of one scale (drums on
+    channel 10 aside), every part in its program's range; rendered, the mix lands in the music family."""
+    from plugin_bridge.corpus import render
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        parts, desc = render.arrangement_notes(rng, 6.0)
+        m = re.match(r"arrangement (\w+) in (\d+) at", desc)
+        scale, tonic = render.SCALES[m.group(1)], int(m.group(2))
+        pcs = {(tonic + i) % 12 for i in scale}
+        assert len(parts) >= 3 and sum(1 for _, drums, _, _ in parts if drums) <= 1
+        for prog, drums, notes, gain in parts:
+            assert notes, desc
+            if drums:
+                continue
+            lo, hi = render.PROGRAMS[prog][1:]
+            assert all(lo <= p <= hi for _, _, p, _ in notes), (prog, desc)
+            assert {p % 12 for _, _, p, _ in notes} <= pcs, (prog, desc)
+    assert build._family_of("music") == "music" and "music" in common.FAMILIES
+    if not Path(render.FLUIDR3).exists():
+        pytest.skip("FluidR3_GM not installed")
+    pytest.importorskip("fluidsynth")
+    render.render_arrangements(tmp_path, tmp_path / "parts", minutes=0.1, log=lambda *_: None)
+    rows = [r for line in (tmp_path / "parts" / "music-arrangements.jsonl").read_text().splitlines()
+            for r in json.loads(line)["rows"]]
+    assert rows and all(r["family"] == "music" and r["label"] == "music" and r["group"].startswith("arrangement:")
+                        for r in rows)
+    x, sr = sf.read(str(tmp_path / rows[0]["path"]))
+    assert sr == SR and common.dbfs(x) > -40 and abs(len(x) / SR - rows[0]["duration"]) < 0.01
+
+
+def test_music_excerpts_come_from_the_middle_of_a_track(tmp_path):
+    """Game-music tracks give 10 s excerpts at 30 % and 65 % of their length (not the intro or fade-out),
+    sample-exact, decoded without the rest of the file."""
+    n = 60 * SR
+    x = (np.arange(n) / n).astype(np.float32) * 0.5          # a ramp: the value tells the position
+    p = _write(tmp_path / "track.wav", x)
+    ex = common.load_excerpts(p)
+    assert [len(e) for e in ex] == [10 * SR, 10 * SR]
+    assert abs(ex[0][0] - 0.5 * 0.3) < 1e-3 and abs(ex[1][0] - 0.5 * 0.65) < 1e-3
+    short = _write(tmp_path / "short.wav", x[: 12 * SR])
+    ex2 = common.load_excerpts(short)                          # a short track: windows clamp to its end
+    assert all(len(e) == 10 * SR for e in ex2) and abs(ex2[1][-1] - x[12 * SR - 1]) < 1e-3

@@ -6,6 +6,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train the embedded default separator on the corpus (resumable)")
     p.add_argument("--corpus", default="/work/corpus", help="corpus folder from 'plugin-bridge corpus build'")
     p.add_argument("--run", default="runs/default", help="run folder (checkpoints, logs); rerun to resume")
+    p.add_argument("--labels-json", default=None,
+                   help="label vocabulary (default models/training/labels.json, the shipped model's)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -22,6 +24,21 @@ def register(sub) -> None:
                    help="share of training targets per family, e.g. instruments=0.5,environmental=0.3,speech=0.2 "
                         "(default: equal shares)")
     p.add_argument("--init", default=None, help="start from these weights when the run has no checkpoint yet")
+    p.add_argument("--loss", default="l1", choices=["l1", "snr"],
+                   help="l1: waveform L1 over the mixture's level (default); snr: thresholded negative SNR "
+                        "(MixIT/FUSS form; absent targets scored against the mixture)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (e.g. 0.999) and validate it")
+    p.add_argument("--film-gamma", action="store_true",
+                   help="full FiLM (multiplicative gamma beside the additive beta); an --init from beta-only "
+                        "weights starts as the same function")
+    p.add_argument("--umbrella-fraction", type=float, default=0.0,
+                   help="share of examples that query an umbrella of labels.json ('effects', 'ambience')")
+    p.add_argument("--save-resume", metavar="DIR", default=None,
+                   help="instead of training, write the run's state (weights, EMA, optimiser, RNG, log) as a "
+                        "compact safetensors+JSON bundle to DIR, to commit and resume on another machine")
+    p.add_argument("--resume-from", metavar="DIR", default=None,
+                   help="when the run folder has no state.pt, rebuild it from this --save-resume bundle first")
     p.add_argument("--export", metavar="PATH", default=None,
                    help="instead of training, copy the run's best model to PATH (e.g. models/weights/default.safetensors)")
     p.add_argument("--average-last", type=int, metavar="N", default=None,
@@ -32,11 +49,22 @@ def register(sub) -> None:
     b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
     b.add_argument("--set", required=True, dest="set_dir", help="folder with manifest.csv (mixture,target,query[,paraphrase])")
     b.add_argument("--model", default=None)
+    b.add_argument("--labels-json", default=None,
+                   help="--make-dev: label vocabulary (default models/training/labels.json)")
     b.add_argument("--make-dev", metavar="CORPUS", default=None,
                    help="first build the in-distribution dev set from CORPUS's dev split into --set")
-    b.add_argument("--n", type=int, default=300, help="mixtures to make with --make-dev")
+    b.add_argument("--per-family", type=int, default=200,
+                   help="--make-dev: two-source mixtures per target family (default 200)")
+    b.add_argument("--three-source", type=int, default=100,
+                   help="--make-dev: mixtures with two interferers (default 100)")
+    b.add_argument("--per-umbrella", type=int, default=50,
+                   help="--make-dev: mixtures per umbrella query such as 'effects' (default 50)")
     b.add_argument("--json", default=None, help="also write the results as JSON here")
     b.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    b.add_argument("--direct", action="store_true",
+                   help="score the network directly on the model-rate mixtures (no engine, paraphrase or oracle): "
+                        "a quick paired comparison of training recipes")
+    b.add_argument("--subset", type=int, default=None, help="with --direct: score this many rows, spread evenly")
     b.set_defaults(func=cmd_benchmark)
 
 
@@ -82,17 +110,34 @@ def cmd_train(args) -> int:
         os.replace(tmp, args.export)
         print(f"exported {src} -> {args.export}")
         return 0
-    from plugin_bridge.models.training.train import TrainConfig, average_into_best, train
+    from plugin_bridge.models.training.train import TrainConfig, average_into_best, restore_resume, save_resume, train
+
+    if args.save_resume:
+        sc = save_resume(args.run, args.save_resume)
+        print(f"resume bundle for step {sc['step']} written to {args.save_resume}")
+        return 0
+    if args.resume_from and not os.path.exists(os.path.join(args.run, "state.pt")):
+        print(f"rebuilt {args.run}/state.pt from {args.resume_from} (step {restore_resume(args.resume_from, args.run)})")
 
     if args.average_last is not None:
         cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
+        if args.labels_json:
+            cfg.labels_json = args.labels_json
         average_into_best(cfg, args.average_last, log=lambda s: print(s, flush=True))
         return 0
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,
                       val_every=args.val_every, device=args.device, threads=args.threads, init=args.init,
-                      anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights))
-    res = train(cfg, log=lambda s: print(s, flush=True))
+                      anneal_steps=args.anneal, family_weights=parse_family_weights(args.family_weights),
+                      loss=args.loss, ema=args.ema, umbrella_fraction=args.umbrella_fraction)
+    if args.labels_json:
+        cfg.labels_json = args.labels_json
+    import dataclasses
+
+    from plugin_bridge.models.registry import DEFAULT_CONFIG
+
+    model_cfg = dataclasses.replace(DEFAULT_CONFIG, film_gamma=True) if args.film_gamma else DEFAULT_CONFIG
+    res = train(cfg, model_cfg, log=lambda s: print(s, flush=True))
     print(f"stopped at step {res['step']}; best dev score (mean of family median SDRi) {res['best']:.2f} dB; {res['hours']:.2f} h trained")
     return 0
 

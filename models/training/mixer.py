@@ -31,17 +31,26 @@ class Clip:
     audio: np.ndarray | None = None  # int16 mono at RATE
 
 
+#: Families that never meet in one mixture: a full music mix contains instruments, so "piano" over a
+#: game soundtrack (or "music" over a piano) would have no single right answer.
+CONFLICTING_FAMILIES = {"music": {"instruments"}, "instruments": {"music"}}
+
+
 @dataclass
 class Corpus:
     root: str
     clips: list[Clip]
     labels: dict  # label -> {family, group, synonyms, captions}
+    #: umbrella queries (labels.json "umbrellas"): name -> {members | members_family, synonyms, captions};
+    #: only those with at least two member labels in this corpus
+    umbrellas: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: str, split: str, labels_json: str, load_audio: bool = True,
              reserved_packages: tuple[str, ...] = ()) -> "Corpus":
         with open(labels_json, encoding="utf-8") as f:
-            vocab = json.load(f)["labels"]
+            doc = json.load(f)
+        vocab = doc["labels"]
         clips = []
         with open(os.path.join(root, "manifest.jsonl"), encoding="utf-8") as f:
             for line in f:
@@ -62,7 +71,14 @@ class Corpus:
                 if sr != RATE:
                     raise ValueError(f"{c.path}: corpus clips must be {RATE} Hz, got {sr}")
                 c.audio = x[:, 0].copy()
-        return cls(root, clips, {k: v for k, v in vocab.items() if any(c.label == k for c in clips)})
+        present = {c.label for c in clips}
+        labels = {k: v for k, v in vocab.items() if k in present}
+        umbrellas = {}
+        for name, info in (doc.get("umbrellas") or {}).items():
+            members = umbrella_members(info, labels)
+            if len(members) >= 2:
+                umbrellas[name] = dict(info, members=members)
+        return cls(root, clips, labels, umbrellas)
 
     def by_label(self) -> dict[str, list[Clip]]:
         out: dict[str, list[Clip]] = {}
@@ -87,6 +103,9 @@ class MixerConfig:
     #: None = every family equally (speech, one label, then gets a third of all targets).  Interferers
     #: are always drawn with equal family shares.
     family_weights: dict[str, float] | None = None
+    #: share of examples whose query is an umbrella ("effects", "ambience"): the target is the sum of 1-3
+    #: of its member labels' clips, the interferers come from outside it
+    umbrella_fraction: float = 0.0
 
 
 @dataclass
@@ -97,6 +116,7 @@ class Example:
     query: str
     labels_in_mix: list[str] = field(default_factory=list)
     snr_db: float = 0.0
+    umbrella: bool = False  # ``label`` names an umbrella query (Corpus.umbrellas), not a corpus label
 
 
 def rms(x: np.ndarray) -> float:
@@ -108,6 +128,16 @@ def rms(x: np.ndarray) -> float:
         return 0.0
     act = np.abs(x) > peak * 1e-3
     return float(np.sqrt(np.mean(x[act] ** 2))) if act.any() else 0.0
+
+
+def umbrella_members(info: dict, labels: dict) -> list[str]:
+    """The labels an umbrella query stands for: its explicit ``members`` plus every label of its
+    ``members_family`` (a list or one name), restricted to ``labels``."""
+    fams = info.get("members_family") or []
+    fams = [fams] if isinstance(fams, str) else list(fams)
+    out = [m for m in info.get("members", []) if m in labels]
+    out += [k for k, v in sorted(labels.items()) if v.get("family") in fams and k not in out]
+    return out
 
 
 def label_text(label: str) -> str:
@@ -137,8 +167,23 @@ class Mixer:
     def group_of(self, label: str) -> str:
         return self.corpus.labels[label].get("group", label)
 
-    def _pick_label(self, exclude_groups: set[str], weights: dict[str, float] | None = None) -> str:
-        fams = [f for f, labs in self.families.items() if any(self.group_of(l) not in exclude_groups for l in labs)]
+    def _allowed(self, label: str, exclude_groups: set[str], exclude_labels: set[str],
+                 in_mix_families: set[str]) -> bool:
+        fam = self.corpus.labels[label]["family"]
+        return (self.group_of(label) not in exclude_groups and label not in exclude_labels
+                and not (CONFLICTING_FAMILIES.get(fam, set()) & in_mix_families))
+
+    def _pick_label(self, exclude_groups: set[str], weights: dict[str, float] | None = None,
+                    exclude_labels: set[str] = frozenset(), in_mix_families: set[str] = frozenset(),
+                    family: str | None = None) -> str:
+        ok = lambda l: self._allowed(l, exclude_groups, exclude_labels, in_mix_families)  # noqa: E731
+        fams = [f for f, labs in self.families.items() if any(ok(l) for l in labs)]
+        if family is not None:
+            if family not in fams:
+                raise ValueError(f"no label of family {family!r} can be picked here (families: {sorted(fams)})")
+            fams, weights = [family], None
+        if not fams:
+            raise ValueError("no label is left to pick as an interferer")
         if weights:
             w = np.array([max(0.0, float(weights.get(f, 0.0))) for f in fams])
             if w.sum() <= 0:
@@ -147,7 +192,7 @@ class Mixer:
             fam = fams[min(k, len(fams) - 1)]
         else:
             fam = fams[self.rng.integers(len(fams))]
-        labs = [l for l in self.families[fam] if self.group_of(l) not in exclude_groups]
+        labs = [l for l in self.families[fam] if ok(l)]
         return labs[self.rng.integers(len(labs))]
 
     def _crop(self, clip: Clip) -> np.ndarray:
@@ -190,24 +235,55 @@ class Mixer:
             x = pb.Pedalboard(fx)(x[None].astype(np.float32), RATE)[0][: self.n]
         return x.astype(np.float32)
 
-    def example(self) -> Example:
+    def _source(self, label: str) -> np.ndarray:
+        cl = self.by_label[label]
+        return self._augment(self._crop(cl[self.rng.integers(len(cl))]))
+
+    def example(self, family: str | None = None, n_interferers: int | None = None,
+                umbrella: str | None = None) -> Example:
+        """One mixture.  ``family`` forces the target's family, ``n_interferers`` the number of other
+        sources, ``umbrella`` an umbrella query (all three for building balanced dev sets)."""
         cfg = self.cfg
         rng = self.rng
         absent = rng.random() < cfg.absent_fraction
-        tlabel = self._pick_label(set(), cfg.family_weights)
-        groups = {self.group_of(tlabel)}
-        k = int(rng.integers(cfg.n_interferers[0], cfg.n_interferers[1] + 1))
+        if umbrella is None and family is None and self.corpus.umbrellas and rng.random() < cfg.umbrella_fraction:
+            names = sorted(self.corpus.umbrellas)
+            umbrella = names[rng.integers(len(names))]
+        if umbrella is not None:
+            info = self.corpus.umbrellas[umbrella]
+            members = list(info["members"])
+            tlabels = [members[rng.integers(len(members))]]
+            for _ in range(int(rng.integers(0, 3))):  # 1-3 member sources of different groups
+                rest = [m for m in members if self.group_of(m) not in {self.group_of(t) for t in tlabels}]
+                if rest:
+                    tlabels.append(rest[rng.integers(len(rest))])
+            qlabel, qinfo, exclude = umbrella, info, set(members)
+        else:
+            tlabels = [self._pick_label(set(), cfg.family_weights, family=family)]
+            qlabel, qinfo, exclude = tlabels[0], self.corpus.labels[tlabels[0]], set()
+        groups = {self.group_of(t) for t in tlabels}
+        fams = {self.corpus.labels[t]["family"] for t in tlabels}
+        k = n_interferers if n_interferers is not None else int(rng.integers(cfg.n_interferers[0],
+                                                                             cfg.n_interferers[1] + 1))
         ilabels = []
         for _ in range(k):
-            lab = self._pick_label(groups)
+            if not any(self._allowed(l, groups, exclude, fams) for l in self.labels):
+                if not ilabels:
+                    raise ValueError(f"no label can interfere with {qlabel!r} in this corpus")
+                break  # fewer interferers than drawn: every other label is excluded (group, family)
+            lab = self._pick_label(groups, exclude_labels=exclude, in_mix_families=fams)
             groups.add(self.group_of(lab))
+            fams.add(self.corpus.labels[lab]["family"])
             ilabels.append(lab)
-        clips = self.by_label[tlabel]
-        target = self._augment(self._crop(clips[rng.integers(len(clips))]))
+        target = np.zeros(self.n, np.float32)
+        for j, lab in enumerate(tlabels):
+            s = self._source(lab)
+            r = rms(s)
+            if r > 0:  # members of an umbrella target within +-6 dB of each other
+                target += s / r * (10 ** (rng.uniform(-6, 6) / 20) if j else 1.0)
         noise = np.zeros(self.n, np.float32)
         for lab in ilabels:
-            cl = self.by_label[lab]
-            s = self._augment(self._crop(cl[rng.integers(len(cl))]))
+            s = self._source(lab)
             r = rms(s)
             if r > 0:
                 noise += s / r
@@ -228,10 +304,10 @@ class Mixer:
         peak = float(np.max(np.abs(mix)))
         if peak > 0.99:
             mix, target = mix * 0.99 / peak, target * 0.99 / peak
-        texts = query_texts(tlabel, self.corpus.labels[tlabel])
+        texts = query_texts(qlabel, qinfo)
         q = texts[rng.integers(len(texts))]
-        return Example(mix.astype(np.float32), target.astype(np.float32), tlabel, q,
-                       ([] if absent else [tlabel]) + ilabels, snr)
+        return Example(mix.astype(np.float32), target.astype(np.float32), qlabel, q,
+                       ([] if absent else tlabels) + ilabels, snr, umbrella is not None)
 
     def batch(self, n: int) -> list[Example]:
         return [self.example() for _ in range(n)]

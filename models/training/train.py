@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -61,6 +62,9 @@ class TrainConfig:
     anneal_steps: int = 0
     anneal_from: int | None = None
     family_weights: dict[str, float] | None = None  # target share per family (MixerConfig.family_weights)
+    loss: str = "l1"  # "l1": level-normalised waveform L1; "snr": thresholded negative SNR (see snr_loss)
+    umbrella_fraction: float = 0.0  # share of examples that query an umbrella ("effects", "ambience")
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: none); validated beside the raw weights
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -101,11 +105,65 @@ def level_normalised_l1(est: torch.Tensor, tgt: torch.Tensor, mix: torch.Tensor)
     return ((est - tgt).abs() / scale).mean()
 
 
+#: SNR cap of ``snr_loss``: an example already separated to 30 dB adds (almost) no gradient, so the loss
+#: spends itself on the examples that are still wrong, which is where SDR (the metric) is decided.
+SNR_CAP_DB = 30.0
+#: For an absent target the leak is measured against the mixture, capped at 20 dB below it (FUSS form).
+ABSENT_CAP_DB = 20.0
+
+
+def snr_loss(est: torch.Tensor, tgt: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Thresholded negative SNR, the loss of MixIT / FUSS: what the SDR metric measures, per example.
+
+    Active target s:  10 log10(|s - y|^2 + tau |s|^2) - 10 log10 |s|^2, tau = 10^(-SNR_CAP_DB/10),
+    i.e. -SNR(y) softly capped at SNR_CAP_DB.  Absent target (s == 0, the query names nothing in the mix):
+    10 log10(|y|^2 + tau_x |x|^2) - 10 log10 |x|^2 with tau_x = 10^(-ABSENT_CAP_DB/10): the leaked energy
+    relative to the mixture, which plain SNR cannot express.  Scale-free, so loud and quiet mixtures weigh
+    the same without a level normalisation.  Mean over the batch, in dB.
+    """
+    e = (est - tgt).pow(2).flatten(1).sum(-1)
+    p_t = tgt.pow(2).flatten(1).sum(-1)
+    p_x = mix.pow(2).flatten(1).sum(-1).clamp(min=1e-10)
+    p_y = est.pow(2).flatten(1).sum(-1)
+    active = p_t > 1e-8 * p_x
+    tau, tau_x = 10 ** (-SNR_CAP_DB / 10), 10 ** (-ABSENT_CAP_DB / 10)
+    act = 10 * torch.log10(e + tau * p_t + 1e-12) - 10 * torch.log10(p_t + 1e-12)
+    absent = 10 * torch.log10(p_y + tau_x * p_x) - 10 * torch.log10(p_x)
+    return torch.where(active, act, absent).mean()
+
+
+LOSSES = {"l1": level_normalised_l1, "snr": snr_loss}
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers (BatchNorm running
+    statistics included), kept as a second model for validation and export."""
+
+    def __init__(self, net: ResUNet, decay: float):
+        import copy
+
+        self.decay = float(decay)
+        self.model = copy.deepcopy(net).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: ResUNet) -> None:
+        d = self.decay
+        src = dict(net.state_dict())
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(src[k])
+
+
 class QueryTable:
     """All query texts of all labels, embedded once."""
 
-    def __init__(self, labels: dict, encoder):
-        self.texts = sorted({t for lab, info in labels.items() for t in query_texts(lab, info)})
+    def __init__(self, labels: dict, encoder, umbrellas: dict | None = None):
+        items = list(labels.items()) + list((umbrellas or {}).items())
+        self.texts = sorted({t for lab, info in items for t in query_texts(lab, info)})
         self.index = {t: i for i, t in enumerate(self.texts)}
         self.emb = torch.from_numpy(encoder.encode(self.texts))
 
@@ -113,11 +171,12 @@ class QueryTable:
         return self.emb[[self.index[t] for t in texts]]
 
 
-def dev_set(corpus_dir: str, labels_json: str, n: int, seconds: float, seed: int = 7):
+def dev_set(corpus_dir: str, labels_json: str, n: int, seconds: float, seed: int = 7, umbrella_fraction: float = 0.0):
     dev = Corpus.load(corpus_dir, "dev", labels_json)
-    mixer = Mixer(dev, MixerConfig(seconds=seconds, absent_fraction=0.0, augment=False), seed=seed)
+    mixer = Mixer(dev, MixerConfig(seconds=seconds, absent_fraction=0.0, augment=False,
+                                   umbrella_fraction=umbrella_fraction), seed=seed)
     exs = mixer.batch(n)
-    return exs, dev.labels
+    return exs, dev.labels, dev.umbrellas
 
 
 def evaluate(net: ResUNet, table: QueryTable, examples, labels: dict, device: str, batch: int = 16) -> dict:
@@ -131,7 +190,8 @@ def evaluate(net: ResUNet, table: QueryTable, examples, labels: dict, device: st
             est = forward_padded(net, mix, cond)[:, 0].cpu().numpy()
             for e, y in zip(exs, est):
                 s = sdr(e.target, y)
-                rows.append({"label": e.label, "family": labels[e.label]["family"], "sdr": s,
+                fam = "umbrella" if e.umbrella else labels[e.label]["family"]
+                rows.append({"label": e.label, "family": fam, "sdr": s,
                              "sdri": s - sdr(e.target, e.mixture)})
     net.train()
     fam: dict[str, list[float]] = {}
@@ -183,13 +243,89 @@ def _rescore_best(run: str) -> float:
 
 
 def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float,
-               dev_id: str = "", anneal_from: int | None = None) -> None:
+               dev_id: str = "", anneal_from: int | None = None, ema: "EMA | None" = None) -> None:
     tmp = path + ".tmp"
-    torch.save({"dev_id": dev_id, "model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
-                "selection": SELECTION, "anneal_from": -1 if anneal_from is None else int(anneal_from),
-                "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
-                "config": net.cfg.to_json()}, tmp)
+    st = {"dev_id": dev_id, "model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
+          "selection": SELECTION, "anneal_from": -1 if anneal_from is None else int(anneal_from),
+          "mixer_rng": json.dumps(mixer_state), "elapsed": elapsed,
+          "config": net.cfg.to_json()}
+    if ema is not None:
+        st["ema"] = ema.model.state_dict()
+        st["ema_decay"] = ema.decay
+    torch.save(st, tmp)
     os.replace(tmp, path)
+
+
+RESUME_TENSORS = "resume.safetensors"
+RESUME_JSON = "resume.json"
+RESUME_FILES = ("train_config.json", "log.jsonl")
+
+
+def save_resume(run: str, out_dir: str) -> dict:
+    """Everything needed to resume ``run`` on a fresh machine, compact enough to commit: the weights in
+    fp32, the EMA in fp16, AdamW's moments in bf16 (safetensors, no pickle), the counters, schedule and
+    mixer RNG state in JSON, plus the run's config and log.  ``restore_resume`` turns it back into
+    ``state.pt``.  (bf16 keeps fp32's range, so tiny second moments do not flush to zero.)"""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    st = torch.load(_state_path(run), map_location="cpu", weights_only=True)
+    tensors = {f"model/{k}": v.contiguous() for k, v in st["model"].items()}
+    if "ema" in st:
+        tensors.update({f"ema/{k}": (v.half() if v.is_floating_point() else v).contiguous()
+                        for k, v in st["ema"].items()})
+    opt = st["optim"]
+    for i, ps in opt["state"].items():
+        for k, v in ps.items():
+            v = torch.as_tensor(v)
+            tensors[f"optim/{i}/{k}"] = (v.bfloat16() if k.startswith("exp_avg") else v.float()).contiguous()
+    scalars = {k: v for k, v in st.items() if k not in ("model", "ema", "optim")}
+    scalars["param_groups"] = opt["param_groups"]
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, RESUME_TENSORS + ".tmp")
+    save_file(tensors, tmp, metadata={"format": "plugin-bridge-resume/1"})
+    os.replace(tmp, os.path.join(out_dir, RESUME_TENSORS))
+    with open(os.path.join(out_dir, RESUME_JSON + ".tmp"), "w") as f:
+        json.dump(scalars, f, indent=1)
+    os.replace(os.path.join(out_dir, RESUME_JSON + ".tmp"), os.path.join(out_dir, RESUME_JSON))
+    for name in RESUME_FILES:
+        if os.path.exists(os.path.join(run, name)):
+            shutil.copyfile(os.path.join(run, name), os.path.join(out_dir, name))
+    return scalars
+
+
+def restore_resume(bundle: str, run: str) -> int:
+    """Rebuild ``run/state.pt`` (and its log) from a ``save_resume`` bundle; returns the step."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(os.path.join(bundle, RESUME_TENSORS))
+        with open(os.path.join(bundle, RESUME_JSON)) as f:
+            scalars = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{bundle} is not a resume bundle ({RESUME_TENSORS} + {RESUME_JSON}): {exc}") from None
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    ema = {k[4:]: (v.float() if v.is_floating_point() else v) for k, v in tensors.items() if k.startswith("ema/")}
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = v.float()
+    st = {k: v for k, v in scalars.items() if k != "param_groups"}
+    st.update(model=model, optim={"state": state, "param_groups": scalars["param_groups"]})
+    if ema:
+        st["ema"] = ema
+    os.makedirs(run, exist_ok=True)
+    torch.save(st, _state_path(run) + ".tmp")
+    os.replace(_state_path(run) + ".tmp", _state_path(run))
+    for name in RESUME_FILES:
+        src = os.path.join(bundle, name)
+        if os.path.exists(src) and not os.path.exists(os.path.join(run, name)):
+            shutil.copyfile(src, os.path.join(run, name))
+    return int(st["step"])
 
 
 def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=None, log=print) -> dict:
@@ -205,11 +341,13 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
 
         encoder = MiniLMEncoder()
     train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
-    mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds, family_weights=cfg.family_weights), seed=cfg.seed)
-    dev_examples, dev_labels = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds)
+    mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds, family_weights=cfg.family_weights,
+                                            umbrella_fraction=cfg.umbrella_fraction), seed=cfg.seed)
+    dev_examples, dev_labels, dev_umbrellas = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds,
+                                                      umbrella_fraction=cfg.umbrella_fraction)
     all_labels = dict(train_corpus.labels)
     all_labels.update(dev_labels)
-    table = QueryTable(all_labels, encoder)
+    table = QueryTable(all_labels, encoder, {**train_corpus.umbrellas, **dev_umbrellas})
     dev_id = hashlib.sha256(b"".join(e.mixture.tobytes() + e.query.encode() for e in dev_examples)).hexdigest()[:16]
     log(f"corpus: {len(train_corpus.clips)} train clips / {len(train_corpus.labels)} labels; "
         f"dev mixtures: {len(dev_examples)}; query texts: {len(table.texts)}; device {device}")
@@ -218,8 +356,9 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, best, elapsed = 0, -1e9, 0.0
     sp = _state_path(cfg.run)
+    st_loaded = None
     if os.path.exists(sp):
-        st = torch.load(sp, map_location=device, weights_only=True)
+        st = st_loaded = torch.load(sp, map_location=device, weights_only=True)
         if st.get("config") != model_cfg.to_json():
             raise RuntimeError(f"{sp} was trained with another architecture; use a new --run folder")
         net.load_state_dict(st["model"])
@@ -242,9 +381,15 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
 
         with safe_open(cfg.init, framework="pt") as f:
             meta = dict(f.metadata() or {})
-        if meta.get("config") != model_cfg.to_json():
+        init_cfg = ResUNetConfig.from_dict(json.loads(meta.get("config", "{}")))
+        grown = model_cfg.film_gamma and not init_cfg.film_gamma and \
+            init_cfg.to_json() == dataclasses.replace(model_cfg, film_gamma=False).to_json()
+        if init_cfg.to_json() != model_cfg.to_json() and not grown:
             raise RuntimeError(f"{cfg.init} has another architecture than the one being trained")
-        load_state_strict(net, load_file(cfg.init), cfg.init)
+        sd = load_file(cfg.init)
+        if grown:  # beta-only weights -> full FiLM: the zero-initialised gammas keep the same function
+            sd.update({k: v for k, v in net.state_dict().items() if "->gamma" in k})
+        load_state_strict(net, sd, cfg.init)
         # The optimiser moments are not shipped with the weights: continue the schedule where the
         # weights left it, with a short warm-up to rebuild them.
         step = int(meta.get("step", 0))
@@ -252,6 +397,12 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         if step:
             cfg.warmup_from = step
         log(f"initialised from {cfg.init} (step {step}, {elapsed / 3600:.2f} h trained)")
+    ema = None
+    if cfg.ema:
+        ema = EMA(net, cfg.ema)
+        if st_loaded is not None and "ema" in st_loaded:
+            ema.model.load_state_dict(st_loaded["ema"])
+    loss_fn = LOSSES[cfg.loss]
     if cfg.anneal_steps and cfg.anneal_from is None:
         cfg.anneal_from = step
     if cfg.anneal_steps:
@@ -287,12 +438,14 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             est = forward_padded(net, mix, cond)
-            loss = level_normalised_l1(est, tgt, mix)
+            loss = loss_fn(est, tgt, mix)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             if torch.isfinite(loss) and torch.isfinite(gn):
                 opt.step()
+                if ema is not None:
+                    ema.update(net)
             step += 1
             losses.append(loss.item())
             now = time.monotonic()
@@ -305,27 +458,34 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                 log(f"step {step} loss {rec['loss']:.5f} lr {rec['lr']:.2e} ({elapsed / 3600:.2f} h)")
                 losses = []
             if step % cfg.val_every == 0 or (cfg.anneal_steps and step == cfg.anneal_from + cfg.anneal_steps):
-                ev = evaluate(net, table, dev_examples, all_labels, device)
-                ev.update({"step": step, "hours": elapsed / 3600, "time": time.time(), "kind": "val"})
-                logf.write(json.dumps(ev) + "\n")
-                logf.flush()
-                log(f"val step {step}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
-                    f"{ev['select']:.2f} dB  {ev['family_median_sdri']}")
-                meta = dict(step=step, dev_median_sdri=f"{ev['median_sdri']:.3f}",
-                            dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
-                cpu_net = net.cpu() if device != "cpu" else net
-                # every validated model is kept (16 MB each) so a choice can be revisited later
-                os.makedirs(os.path.join(cfg.run, "snapshots"), exist_ok=True)
-                save_safetensors_model(cpu_net, os.path.join(cfg.run, "snapshots", f"step{step:06d}.safetensors"), **meta)
-                if ev["select"] > best:
-                    best = ev["select"]
-                    save_safetensors_model(cpu_net, os.path.join(cfg.run, "best.safetensors"), **meta)
-                net.to(device)
+                candidates = [("val", net, "")] + ([("val-ema", ema.model, "-ema")] if ema is not None else [])
+                for kind, model, suffix in candidates:
+                    ev = evaluate(model, table, dev_examples, all_labels, device)
+                    if kind == "val-ema":
+                        model.eval()  # evaluate() leaves models in train mode; the EMA copy never trains
+                    ev.update({"step": step, "hours": elapsed / 3600, "time": time.time(), "kind": kind})
+                    logf.write(json.dumps(ev) + "\n")
+                    logf.flush()
+                    log(f"{kind} step {step}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
+                        f"{ev['select']:.2f} dB  {ev['family_median_sdri']}")
+                    meta = dict(step=step, dev_median_sdri=f"{ev['median_sdri']:.3f}",
+                                dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
+                    if suffix:
+                        meta["ema_decay"] = f"{ema.decay:g}"
+                    cpu_net = model.cpu() if device != "cpu" else model
+                    # every validated model is kept (16 MB each) so a choice can be revisited later
+                    os.makedirs(os.path.join(cfg.run, "snapshots"), exist_ok=True)
+                    save_safetensors_model(cpu_net, os.path.join(cfg.run, "snapshots",
+                                                                 f"step{step:06d}{suffix}.safetensors"), **meta)
+                    if ev["select"] > best:
+                        best = ev["select"]
+                        save_safetensors_model(cpu_net, os.path.join(cfg.run, "best.safetensors"), **meta)
+                    model.to(device)
             if now - t_ckpt > cfg.ckpt_every_s:
-                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from)
+                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from, ema)
                 t_ckpt = now
     finally:
-        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from)
+        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from, ema)
         logf.close()
         for s, h in old.items():
             signal.signal(s, h)
@@ -381,10 +541,12 @@ def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> d
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
-    dev_examples, dev_labels = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds)
+    dev_examples, dev_labels, dev_umbrellas = dev_set(cfg.corpus, cfg.labels_json, cfg.val_examples, cfg.seconds,
+                                                      umbrella_fraction=cfg.umbrella_fraction)
     all_labels = dict(train_corpus.labels)
     all_labels.update(dev_labels)
-    ev = evaluate(net, QueryTable(all_labels, encoder), dev_examples, all_labels, "cpu")
+    ev = evaluate(net, QueryTable(all_labels, encoder, {**train_corpus.umbrellas, **dev_umbrellas}),
+                  dev_examples, all_labels, "cpu")
     sp = _state_path(cfg.run)
     st = torch.load(sp, map_location="cpu", weights_only=True) if os.path.exists(sp) else None
     best = _rescore_best(cfg.run)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dedup, sources
 from .common import (FAMILIES, SR, ClipMeta, PartWriter, assign_splits, atomic_write_text, check_row, cut_pieces,
-                     dbfs, load_audio, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
+                     dbfs, load_audio, load_excerpts, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
 
 DEFAULT_OUT = Path("/work/corpus")
 DEFAULT_SCRATCH = Path("/work/scratch")
@@ -29,7 +29,11 @@ DEFAULT_SCRATCH = Path("/work/scratch")
 REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", "minetest-data",
                  "tuxpaint-stamps-default", "wesnoth-1.16-data", "openarena-data", "lincity-ng-data",
                  "warzone2100-data", "torcs-data", "supertux-data", "warmux-data", "wordwarvi-sound",
-                 "freeciv-data"]
+                 "freeciv-data", "sonic-pi-samples", "lmms-common", "wesnoth-1.16-music", "warzone2100-music",
+                 "hedgewars-data", "colobot-common-sounds"]
+# game music tracks give 2 excerpts of 10 s each, at 30 % and 65 % of the track (~280 tracks -> ~90 min)
+MAX_PIECES_BY_LABEL = {"music": 2}
+EXCERPT_POSITIONS = {"music": (0.3, 0.65)}
 MAX_PIECES_PER_FILE = 12       # a 3-minute ambience loop gives at most 12 clips
 ONESHOT_MIN_S = 0.08
 DEV_MIN_SECONDS = 12.0
@@ -95,7 +99,7 @@ def collect_real(scratch: Path, packages: list[str], rules, families: set[str]) 
 
 
 def _family_of(label: str) -> str:
-    return "speech" if label == "speech" else "environmental"
+    return label if label in ("speech", "music") else "environmental"
 
 
 def reference_fingerprints(scratch: Path, cache: dict) -> tuple[list[np.ndarray], list[str]]:
@@ -203,7 +207,7 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
     label_groups: dict[str, dict[str, float]] = defaultdict(dict)
     for it, d, lic in usable:
         # weight = usable seconds (long files give at most MAX_PIECES_PER_FILE pieces of <= 10 s)
-        label_groups[it.label][_group(it)] = min(max(d, 0.1), 10.0 * MAX_PIECES_PER_FILE)
+        label_groups[it.label][_group(it)] = min(max(d, 0.1), 10.0 * MAX_PIECES_BY_LABEL.get(it.label, MAX_PIECES_PER_FILE))
     splits = assign_splits(label_groups, min_dev_weight=DEV_MIN_SECONDS)
 
     by_pkg = defaultdict(list)
@@ -223,9 +227,14 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
             if max_minutes and minutes[it.label] >= max_minutes:
                 continue
             try:
-                # quiet recordings are raised as a whole (peak to QUIET_PEAK) before cutting, so the
-                # near-silence test of each piece is relative to the file's own level
-                x = normalise(trim_silence(load_audio(it.path)))
+                if it.label in EXCERPT_POSITIONS:
+                    excerpts = load_excerpts(it.path, EXCERPT_POSITIONS[it.label])
+                    x = np.zeros(SR, np.float32) if excerpts else np.zeros(0, np.float32)
+                else:
+                    # quiet recordings are raised as a whole (peak to QUIET_PEAK) before cutting, so the
+                    # near-silence test of each piece is relative to the file's own level
+                    x = normalise(trim_silence(load_audio(it.path)))
+                    excerpts = None
             except Exception as exc:
                 log(f"cannot read {it.path}: {exc}")
                 writer.add(unit, [])
@@ -236,7 +245,8 @@ def build_real(out: Path, scratch: Path, families: set[str], max_minutes: float 
                 meta = ClipMeta(fam, it.label, _group(it), it.package, versions[it.package],
                                 sources.display_source_path(it.package, it.source_path), lic, split=split,
                                 gender=it.gender, language=it.language)
-                for k, piece in enumerate(cut_pieces(x, max_pieces=MAX_PIECES_PER_FILE)):
+                pieces = excerpts if excerpts is not None else cut_pieces(x, max_pieces=MAX_PIECES_PER_FILE)
+                for k, piece in enumerate(pieces):
                     cid = f"{_slug(it.package)}-{short_hash(it.package, it.source_path)}-{k}"
                     rel, sha, dd = write_clip(out, fam, it.label, cid, piece)
                     rows.append(manifest_row(cid, rel, sha, dd, meta))
@@ -394,6 +404,11 @@ def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: f
         for ch in chunks:
             if ch:
                 tasks.append((_run_tts, (str(out), str(scratch), ch, scale)))
+    if "environmental" in families:
+        from . import procedural
+        log(f"procedural labels: {procedural.build_procedural(out, log=log) / 60:.1f} min")
+    if "music" in families:
+        render.render_arrangements(out, out / "parts", render.ARR_MINUTES * (min(1.0, max_minutes / 30) if max_minutes else 1.0), log=log)
     if not tasks:
         return
     if jobs <= 1:
@@ -432,7 +447,7 @@ def finalise_splits(rows: list[dict]) -> None:
 
 
 def _generated(r: dict) -> bool:
-    return r["family"] == "instruments" or r["group"].startswith("tts:")
+    return r["family"] == "instruments" or r["group"].startswith(("tts:", "arrangement:"))
 
 
 MIN_UNIQUE_SOURCES = 15      # clips per label
@@ -569,7 +584,7 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
     for tool in ("dpkg-deb", "apt-get"):
         if shutil.which(tool) is None and ({"environmental", "speech"} & families):
             raise sources.CorpusError(f"{tool} not found: the corpus builder needs Debian's package tools")
-    real_fams = {"environmental", "speech"} & families
+    real_fams = {"environmental", "speech", "music"} & families
     # the repo's label vocabulary is only rewritten by a full, uncapped build
     full = families == set(FAMILIES) and max_minutes is None
     lj = (labels_json if labels_json is not None else full)

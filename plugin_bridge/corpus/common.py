@@ -24,7 +24,7 @@ DEV_FRACTION = 0.09    # share of groups held out as dev (in-distribution valida
 MIN_DEV_CLIPS = 3      # per label, when the label has >= MIN_GROUPS_FOR_DEV groups
 MIN_GROUPS_FOR_DEV = 15
 
-FAMILIES = ("instruments", "speech", "environmental")
+FAMILIES = ("instruments", "speech", "environmental", "music")
 
 MANIFEST_FIELDS = ("id", "path", "family", "label", "split", "group", "package", "version",
                    "source_path", "licence", "duration", "sha256", "sample_rate")
@@ -45,16 +45,20 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def load_audio(path: str | os.PathLike, max_seconds: float | None = None, sr: int = SR) -> np.ndarray:
-    """Read any audio file (wav/ogg/flac/mp3…) as mono float32 at ``sr``.  Falls back to ffmpeg."""
+def load_audio(path: str | os.PathLike, max_seconds: float | None = None, sr: int = SR,
+               start_s: float = 0.0) -> np.ndarray:
+    """Read any audio file (wav/ogg/flac/mp3…) as mono float32 at ``sr`` (from ``start_s``, at most
+    ``max_seconds``).  Falls back to ffmpeg."""
     import soundfile as sf
     try:
         with sf.SoundFile(str(path)) as f:
+            if start_s > 0:
+                f.seek(int(start_s * f.samplerate))
             frames = -1 if max_seconds is None else int(max_seconds * f.samplerate)
             x = f.read(frames=frames, dtype="float32", always_2d=True)
             sr_in = f.samplerate
     except Exception:
-        cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path)]
+        cmd = ["ffmpeg", "-v", "error", "-nostdin"] + (["-ss", str(start_s)] if start_s > 0 else []) + ["-i", str(path)]
         if max_seconds is not None:
             cmd += ["-t", str(max_seconds)]
         cmd += ["-ac", "1", "-ar", str(sr), "-f", "f32le", "-"]
@@ -65,6 +69,29 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = None, sr: in
     x = to_mono(x)
     x = np.nan_to_num(x)
     return resample(x, sr_in, sr)
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    import soundfile as sf
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                              str(path)], capture_output=True, text=True)
+        return float(out.stdout.strip() or 0.0)
+
+
+def load_excerpts(path: str | os.PathLike, positions=(0.3, 0.65), seconds: float = MAX_S) -> list[np.ndarray]:
+    """``seconds``-long excerpts starting at the given fractions of a long recording (a music track: its
+    middle, not the intro or the fade-out), decoded without reading the rest of the file."""
+    dur = audio_duration(path)
+    out = []
+    for pos in positions:
+        start = max(0.0, min(pos * dur, dur - seconds))
+        x = load_audio(path, max_seconds=seconds, start_s=start)
+        if len(x) >= int(MIN_S * SR) and dbfs(x) >= SILENT_DBFS:
+            out.append(x[: int(seconds * SR)])
+    return out
 
 
 def dbfs(x: np.ndarray) -> float:
@@ -149,6 +176,17 @@ def write_clip(out_dir: Path, family: str, label: str, clip_id: str, x: np.ndarr
     tmp.write_bytes(data)
     os.replace(tmp, p)
     return rel, hashlib.sha256(data).hexdigest(), round(len(x) / SR, 3)
+
+
+def write_pieces(out_dir: Path, x: np.ndarray, cid_prefix: str, meta: "ClipMeta") -> tuple[list[dict], float]:
+    """Cut ``x`` into <= 10 s pieces, write each as clip ``<cid_prefix>-<k>``; (manifest rows, seconds)."""
+    rows, total = [], 0.0
+    for k, piece in enumerate(cut_pieces(x)):
+        cid = f"{cid_prefix}-{k}"
+        rel, sha, d = write_clip(out_dir, meta.family, meta.label, cid, piece)
+        rows.append(manifest_row(cid, rel, sha, d, meta))
+        total += d
+    return rows, total
 
 
 def usable(x: np.ndarray) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SR, ClipMeta, PartWriter, cut_pieces, manifest_row, resample, short_hash, split_of, \
+from .common import SR, ClipMeta, PartWriter, cut_pieces, manifest_row, resample, short_hash, split_of, write_pieces, \
     trim_silence, write_clip
 
 FLUIDR3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -160,10 +160,14 @@ def gen_melody(rng, lo, hi, dur, tempo, values=(0.5, 1, 1, 1.5, 2), legato=0.9, 
     return notes
 
 
-def gen_chords(rng, lo, hi, dur, tempo, style, vel=75):
-    tonic = int(rng.integers(0, 12))
-    scale = SCALES[rng.choice(["major", "minor", "dorian", "mixolydian", "harmonic_minor"])]
-    prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+def gen_chords(rng, lo, hi, dur, tempo, style, vel=75, key=None):
+    """``key`` = (tonic, scale, progression) shared by the parts of an arrangement; None draws one."""
+    if key is None:
+        tonic = int(rng.integers(0, 12))
+        scale = SCALES[rng.choice(["major", "minor", "dorian", "mixolydian", "harmonic_minor"])]
+        prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    else:
+        tonic, scale, prog = key
     beat = 60.0 / tempo
     bar_beats = int(rng.choice([4, 4, 3])) if style != "strum" else 4
     chord_beats = bar_beats * int(rng.choice([1, 1, 2])) if style in ("sustain",) else bar_beats
@@ -253,17 +257,24 @@ def gen_keys(rng, lo, hi, dur, tempo, vel=75):
     return notes
 
 
-def gen_bass(rng, lo, hi, dur, tempo, vel=85):
-    tonic = int(rng.integers(0, 12))
-    scale = SCALES[rng.choice(["major", "minor", "dorian", "mixolydian"])]
-    prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+def gen_bass(rng, lo, hi, dur, tempo, vel=85, key=None):
+    if key is None:
+        tonic = int(rng.integers(0, 12))
+        scale = SCALES[rng.choice(["major", "minor", "dorian", "mixolydian"])]
+        prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    else:
+        tonic, scale, prog = key
     beat = 60.0 / tempo
     kind = int(rng.integers(5))
     notes = []
     t, ci = 0.0, 0
     while t < dur:
         root = _voice(_chord(tonic, scale, prog[ci % len(prog)], 1), lo, hi, lo + 8)[0]
-        fifth = root + 7 if root + 7 <= hi else root - 5
+        if key is not None:           # an arrangement stays diatonic: the chord's own fifth (dim. on vii/ii)
+            up = (_chord(tonic, scale, prog[ci % len(prog)], 3)[2] - root) % 12
+            fifth = root + up if root + up <= hi else root + up - 12
+        else:
+            fifth = root + 7 if root + 7 <= hi else root - 5
         octave = root + 12 if root + 12 <= hi else root
         if kind == 0:
             patt = [(0, 2, root), (2, 2, root)]
@@ -779,12 +790,8 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
             meta = ClipMeta("instruments", "drums", group, HYDROGEN_PACKAGE, version,
                             f"{HYDROGEN_DIR}/{kit}/ samples played with generated drum pattern #{i}", lic,
                             split=split_of(group))
-            rows = []
-            for k2, piece in enumerate(cut_pieces(y)):
-                cid = f"inst-drums-h2-{short_hash(kit, n=6)}-{i:05d}-{k2}"
-                rel, sha, d = write_clip(out_dir, "instruments", "drums", cid, piece)
-                rows.append(manifest_row(cid, rel, sha, d, meta))
-                have += d
+            rows, secs = write_pieces(out_dir, y, f"inst-drums-h2-{short_hash(kit, n=6)}-{i:05d}", meta)
+            have += secs
             writer.add(unit, rows)
             i += 1
             empty = 0 if rows else empty + 1
@@ -795,3 +802,85 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
         log(f"instruments/drums hydrogen {kit}: {have / 60:.1f} min")
     writer.close()
     return total
+
+
+# ----------------------------------------------------------------------------- full-mix arrangements ("music")
+ARR_MELODY = (0, 4, 40, 73, 56, 65, 66, 71, 80, 81, 27, 29, 16, 52, 11, 12, 110, 60)
+ARR_CHORDS = ((0, ("block", "arpeggio", "alberti", "sustain")), (4, ("block", "sustain", "arpeggio")),
+              (48, ("sustain",)), (49, ("sustain",)), (89, ("sustain",)), (90, ("sustain", "block")),
+              (16, ("sustain", "block")), (18, ("block",)), (24, ("strum", "arpeggio")), (25, ("strum",)),
+              (27, ("strum", "block")), (30, ("power",)), (29, ("power", "strum")), (46, ("arpeggio",)),
+              (61, ("block", "sustain")))
+ARR_BASS = (33, 34, 35, 42, 58)
+ARR_MINUTES = 30.0
+
+
+def arrangement_notes(rng, dur: float):
+    """Melody + chords + bass (+ drums in 85 %) in one key, progression and tempo.
+    Returns [(program, drums?, notes, gain dB)] and a description."""
+    tempo = float(rng.uniform(70, 145))
+    tonic = int(rng.integers(0, 12))
+    scale_name = str(rng.choice(["major", "minor", "dorian", "mixolydian"]))
+    scale = SCALES[scale_name]
+    prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    key = (tonic, scale, prog)
+    mel = int(rng.choice(ARR_MELODY))
+    ch_prog, styles = ARR_CHORDS[int(rng.integers(len(ARR_CHORDS)))]
+    style = str(rng.choice(styles))
+    bass = int(rng.choice(ARR_BASS))
+    parts = []
+    _, lo, hi = PROGRAMS[mel]
+    parts.append((mel, False, gen_melody(rng, max(lo, 55), hi, dur, tempo, vel=int(rng.choice([80, 95, 105])),
+                                         tonic=tonic, scale=scale), 0.0))
+    _, lo, hi = PROGRAMS[ch_prog]
+    parts.append((ch_prog, False, gen_chords(rng, lo, min(hi, 79), dur, tempo, style, vel=70, key=key),
+                  float(rng.uniform(-8, -3))))
+    _, lo, hi = PROGRAMS[bass]
+    parts.append((bass, False, gen_bass(rng, lo, min(hi, 55), dur, tempo, vel=85, key=key), float(rng.uniform(-6, -2))))
+    kit = None
+    if rng.random() < 0.85:
+        kit = int(rng.choice(list(DRUM_KITS)))
+        parts.append((kit, True, gen_drums(rng, dur, tempo, vel=int(rng.choice([70, 85, 100]))), float(rng.uniform(-6, -2))))
+    desc = (f"arrangement {scale_name} in {tonic} at {tempo:.0f} bpm: melody prog {mel} ({PROGRAMS[mel][0]}), "
+            f"chords prog {ch_prog} ({PROGRAMS[ch_prog][0]}, {style}), bass prog {bass} ({PROGRAMS[bass][0]})"
+            + (f", drums kit {kit} ({DRUM_KITS[kit]})" if kit is not None else ""))
+    return parts, desc
+
+
+def render_arrangements(out_dir: Path, parts_dir: Path, minutes: float = ARR_MINUTES, seed: int = 2718, log=print) -> float:
+    """Full-mix "music" clips: multi-instrument arrangements rendered through FluidR3_GM (one fresh synth
+    per arrangement, so resumed builds are bit-identical).  Group = arrangement (split by finalise_splits)."""
+    writer = PartWriter(parts_dir / "music-arrangements.jsonl")
+    pkg, lic = FLUIDR3_PACKAGE
+    version = fluidr3_version()
+    have, j = 0.0, 0
+    while have < minutes * 60:
+        unit = f"music:arr:{j:05d}"
+        if writer.has(unit, out_dir):
+            have += sum(r["duration"] for r in writer.done[unit])
+            j += 1
+            continue
+        rng = np.random.default_rng([seed, int(short_hash(unit, n=8), 16)])
+        dur = float(rng.uniform(6.0, 9.5))
+        parts, desc = arrangement_notes(rng, dur)
+        renderer = Renderer(FLUIDR3)
+        mix = None
+        for prog, drums, notes, gain in parts:
+            y = renderer.render(notes, prog, drums, rng, tail=0.8)
+            y = y / (np.sqrt(np.mean(y ** 2)) + 1e-9) * 10 ** (gain / 20)
+            if mix is None:
+                mix = y
+            else:
+                n = max(len(mix), len(y))
+                mix = np.pad(mix, (0, n - len(mix))) + np.pad(y, (0, n - len(y)))
+        del renderer
+        mix = trim_silence(mix[: int(dur * SR)])
+        group = f"arrangement:{j:05d}"
+        meta = ClipMeta("music", "music", group, pkg, version, desc, lic, split=split_of(group))
+        rows, secs = write_pieces(out_dir, mix, f"music-arr-{j:05d}", meta)
+        have += secs
+        writer.add(unit, rows)
+        j += 1
+    writer.close()
+    log(f"music/arrangements: {have / 60:.1f} min ({j} arrangements)")
+    return have

@@ -60,6 +60,7 @@ FORBIDDEN_LICENCE = re.compile(r"(-nc\b|noncommercial|non-commercial|-nd\b|noder
 PACKAGE_LICENCE_FALLBACK = {
     "wesnoth-1.16-data": "GPL-2+",   # "GNU General Public License version 2 or at your option any later version"
     "warmux-data": "GPL-2+",         # "either version 2 of the License, or (at your option) any later version"
+    "wesnoth-1.16-music": "GPL-2+",  # "GNU General Public License version 2 or at your option any later version"
 }
 
 
@@ -274,6 +275,10 @@ def _glob_tail_match(path: str, pat: str) -> bool:
         tail = "/".join(parts[k:])
         if fnmatch.fnmatchcase(path, "*/" + tail) or fnmatch.fnmatchcase(path, tail):
             return True
+    # a stanza naming one file exactly (e.g. sonic-pi's "etc/samples/vinyl_hiss.flac", installed as
+    # usr/share/sonic-pi/samples/vinyl_hiss.flac): its directory + file name are enough
+    if len(parts) >= 2 and not any(c in parts[-1] for c in "*?["):
+        return path == "/".join(parts[-2:]) or path.endswith("/" + "/".join(parts[-2:]))
     return False
 
 

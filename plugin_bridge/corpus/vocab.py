@@ -75,10 +75,18 @@ VOCAB: dict[str, tuple[str, str, list[str], list[str]]] = {
               ["a drum kit playing a rock beat", "drums and cymbals", "a funky drum groove", "a drum machine beat",
                "brushes on a jazz drum kit"]),
     # ------------------------------------------------------------------ speech
-    "speech": ("speech", "speech", ["speech", "voice", "dialogue", "talking", "narration", "spoken words",
-                                    "man speaking", "woman speaking", "voice over"],
+    "speech": ("speech", "speech", ["speech", "voice", "dialogue", "dialog", "talking", "narration", "spoken words",
+                                    "man speaking", "woman speaking", "voice over", "vo", "dx", "spoken voice",
+                                    "conversation", "voices"],
                ["a man speaking", "a woman talking", "dialogue", "someone reading a sentence aloud",
-                "a person speaking in a foreign language", "narration voice over"]),
+                "a person speaking in a foreign language", "narration voice over", "the dialogue track",
+                "people talking", "an actor delivering a line"]),
+    # ------------------------------------------------------------------ music (full mixes)
+    "music": ("music", "music", ["music", "score", "soundtrack", "background music", "music bed", "song",
+                                 "underscore", "mx", "instrumental", "the music"],
+              ["background music", "the film score", "an orchestral soundtrack", "a song playing",
+               "instrumental music with drums and bass", "a music bed under the dialogue",
+               "game music", "a band playing"]),
     # ------------------------------------------------------------------ environmental
     "birds": ("environmental", "animals", ["birds", "birdsong", "bird chirping", "songbirds", "owl", "bird calls"],
               ["birds chirping in a forest", "birdsong in the morning", "an owl hooting", "bird calls outdoors",
@@ -160,6 +168,115 @@ VOCAB: dict[str, tuple[str, str, list[str], list[str]]] = {
                 "motor noise"]),
 }
 
+ENV_NEW = {
+    "aircraft": ("environmental", "vehicles", ["aircraft", "airplane", "plane", "helicopter", "jet", "plane flyby", "aeroplane"],
+                 ["an airplane flying over", "a helicopter hovering", "a jet passing overhead", "aircraft engine noise",
+                  "a plane flyby"]),
+    "traffic": ("environmental", "vehicles", ["traffic", "road traffic", "cars passing", "street noise", "city traffic", "highway"],
+                ["traffic on a busy street", "cars driving past", "city traffic noise", "the hum of a highway",
+                 "road noise in town"]),
+    "train": ("environmental", "vehicles", ["train", "railway", "locomotive", "rail", "train passing"],
+              ["a train passing by", "a locomotive on the rails", "railway noise", "a train rumbling",
+               "wheels clacking on rails"]),
+    "bell": ("environmental", "bells", ["bell", "chime", "wind chimes", "church bell", "ding", "gong", "dong"],
+             ["a bell ringing", "wind chimes tinkling", "a church bell tolling", "a ding of a bell", "metallic chimes"]),
+    "horn": ("environmental", "alarm", ["horn", "war horn", "horn signal", "hunting horn", "blowing a horn"],
+             ["a horn signal blowing", "a war horn sounding", "a long horn call", "someone blowing a hunting horn",
+              "a horn blast"]),
+    "laughter": ("environmental", "human sounds", ["laughter", "laugh", "laughing", "giggle", "chuckle", "haha"],
+                 ["a man laughing", "someone laughing loudly", "an evil laugh", "a hearty chuckle", "people laughing"]),
+    "duck": ("environmental", "animals", ["duck", "quack", "goose", "ducks quacking"],
+             ["a duck quacking", "ducks on a pond", "a goose honking", "quacking", "water birds calling"]),
+    "hum": ("environmental", "machines", ["hum", "mains hum", "buzz", "60 cycle hum", "50 hz hum", "electrical hum",
+                                          "ground loop hum", "ac hum", "power line hum"],
+            ["a 60 cycle hum", "electrical mains hum", "a buzzing ground loop", "a low 50 hertz hum",
+             "transformer buzz", "hum on the recording"]),
+    "hiss": ("environmental", "noise", ["hiss", "noise", "static", "white noise", "pink noise", "tape hiss",
+                                        "broadband noise", "brown noise", "background noise"],
+             ["tape hiss", "white noise", "a steady hiss", "static noise", "broadband noise under the recording",
+              "pink noise"]),
+    "room_tone": ("environmental", "noise", ["room tone", "room noise", "ambience", "air conditioning", "presence",
+                                             "quiet room", "background ambience"],
+                  ["room tone", "the quiet noise of an empty room", "air conditioning rumble",
+                   "background noise of a room", "low level room ambience"]),
+    "wind_noise": ("environmental", "noise", ["wind noise", "mic wind", "wind rumble", "wind buffeting", "plosive rumble",
+                                              "wind on the microphone"],
+                   ["wind noise on the microphone", "wind buffeting the mic", "low rumble of wind on a lavalier",
+                    "gusty wind noise", "mic wind rumble"]),
+    "crackle": ("environmental", "clicks", ["crackle", "clicks", "vinyl crackle", "pops", "record noise", "clicking",
+                                            "digital clicks"],
+                ["vinyl crackle", "clicks and pops", "a scratchy old record", "crackling noise", "surface noise of a record"]),
+    "beep": ("environmental", "alarm", ["beep", "beeping", "bleep", "censor beep", "tone", "test tone", "reversing beeper"],
+             ["a beep", "repeated beeping", "a censor bleep", "a microwave beeping", "a truck reversing beeper"]),
+    "alarm": ("environmental", "alarm", ["alarm", "smoke alarm", "fire alarm", "alarm clock", "warning tone", "buzzer"],
+              ["a smoke alarm beeping", "an alarm going off", "an alarm clock ringing", "a two tone alarm",
+               "a warning buzzer"]),
+    "phone_ring": ("environmental", "alarm", ["phone ring", "telephone ringing", "phone ringing", "ringtone", "ringback",
+                                              "telephone"],
+                   ["a telephone ringing", "a phone ringing in the room", "the ringback tone of a call",
+                    "an old phone ring", "ring ring"]),
+    "siren": ("environmental", "alarm", ["siren", "police siren", "ambulance", "fire engine siren", "emergency siren",
+                                         "wail", "yelp"],
+              ["a police siren passing", "an ambulance siren", "a wailing siren", "a fire truck siren in the distance",
+               "an emergency vehicle going by"]),
+    "applause": ("environmental", "human sounds", ["applause", "clapping", "audience applause", "ovation", "hand clapping"],
+                 ["an audience applauding", "people clapping", "a round of applause", "a standing ovation",
+                  "clapping hands"]),
+}
+VOCAB.update(ENV_NEW)
+# thin-label extras (v1 labels kept): more phrasings for what editors type
+for _lab, _extra in {"birds": ["birds tweeting"], "wind": ["wind blowing"], "rain": ["rain on a roof"],
+                     "fire": ["fire crackling"], "crowd": ["people", "background voices", "crowd noise"],
+                     "footsteps": ["foley steps"], "explosion": ["explosions"], "gunshot": ["gun shots"],
+                     "machinery": ["factory noise"], "engine": ["car engine"], "insects": ["bugs", "bees buzzing"],
+                     "stream": ["water running"], "ocean_waves": ["beach"], "thunder": ["storm"],
+                     "door": ["door creak"], "glass_breaking": ["glass smash"], "wolf": ["wolves"],
+                     "scream": ["screaming"], "horse": ["horses"], "cattle": ["cows"], "chicken": ["chickens"],
+                     "pig": ["pigs"], "sheep_goat": ["sheep baaing"], "water_splash": ["water drips"],
+                     "sawing": ["saw cutting"], "hammering": ["hammer blows"], "digging": ["pick axe"],
+                     "wood_chopping": ["chopping wood"], "sword_clash": ["swords"], "bow_arrow": ["arrows"],
+                     "cello": ["cello music", "bowed cello", "cello section"], "violin": ["violin music", "bowed violin"],
+                     "harp": ["harp glissando", "plucked harp"], "trumpet": ["trumpet solo", "jazz trumpet"],
+                     "clarinet": ["clarinet solo", "bass clarinet", "woodwind clarinet", "clarinet melody"],
+                     "flute": ["flute solo", "wooden flute"], "duck": ["geese"],
+                     "choir": ["vocal choir"]}.items():
+    for _w in _extra:
+        if _w not in VOCAB[_lab][2]:
+            VOCAB[_lab][2].append(_w)
+
+# queries meaning a whole family or a set of labels; the mixer makes targets summing 1-3 members
+UMBRELLAS = {
+    # sound effects = the environmental family minus the clean-up noises (hum, hiss, room tone, mic wind,
+    # crackle are what an editor removes, not an effect track): explicit members, filled in at write time
+    "effects": {"members_family_except": ("environmental", ["hum", "hiss", "room_tone", "wind_noise", "crackle"]),
+                "synonyms": ["effects", "sound effects", "sfx", "fx", "foley", "noises", "sounds", "hard effects"],
+                "captions": ["the sound effects", "all the sound effects", "foley and effects", "everything that is not dialogue or music",
+                             "the effects track"]},
+    "ambience": {"members": ["rain", "wind", "stream", "ocean_waves", "insects", "crowd", "traffic", "room_tone", "birds",
+                             "thunder", "fire", "machinery"],
+                 "synonyms": ["ambience", "ambient sound", "atmosphere", "atmos", "background sound", "environment sound",
+                              "soundscape", "bg"],
+                 "captions": ["the background ambience", "environmental atmosphere", "the ambient soundscape",
+                              "outdoor ambience", "the atmos track"]},
+    "noise": {"members": ["hum", "hiss", "room_tone", "wind_noise", "crackle"],
+              "synonyms": ["noise", "unwanted noise", "background noise", "clean-up", "noise floor"],
+              "captions": ["the noise in the recording", "hum and hiss", "unwanted background noise",
+                           "noise to remove", "the noise floor"]},
+    "instruments": {"members_family": "instruments",
+                    "synonyms": ["instruments", "instrumental", "band", "musical instruments", "instrumentation", "the band"],
+                    "captions": ["the instruments", "all instruments", "the band playing", "instrumental parts",
+                                 "everything except the voice"]},
+}
+
+# concepts that a label now covers: dropped from "unsupported" when the label is in the corpus
+COVERED_BY = {"telephone ringing": "phone_ring", "siren": "siren", "alarm": "alarm", "applause": "applause",
+              "laughter": "laughter", "helicopter": "aircraft", "airplane": "aircraft", "bell": "bell", "duck": "duck",
+              "car horn": "horn", "music (full mix)": "music", "train": "train"}
+
+SINGING_NOTE = ("No allowed source has singing: the hedgewars 'Singer' voice pack lives under Data/Sounds, which "
+                "debian/copyright licenses GFDL-1.3 (not allowed); choir 'aah/ooh' pads (FluidR3) are the only sung "
+                "vowels, so 'singing' and 'vocals' are not offered.")
+
 UNSUPPORTED = {
     "dog barking": "only ~5 dog clips exist in the registries, all reserved for evaluation",
     "cat meowing": "one clip in the registries",
@@ -172,7 +289,8 @@ UNSUPPORTED = {
     "helicopter": "aircraft clips are mostly in reserved packages",
     "airplane": "aircraft clips are mostly in reserved packages",
     "laughter": "about 11 clips, not enough to train",
-    "singing voice": "no singing data apart from synthetic choir pads",
+    "singing voice": "no singing data apart from synthetic choir pads (hedgewars 'Singer' voices are GFDL-1.3)",
+    "vocals": "no singing data apart from synthetic choir pads (hedgewars 'Singer' voices are GFDL-1.3)",
     "keyboard clicks": "no recordings available",
     "clock ticking": "too few clips",
     "train": "too few clips",
@@ -204,13 +322,27 @@ def write_labels_json(rows: list[dict], path: Path, min_clips: int = 1) -> dict:
         fam, grp, syn, caps = VOCAB[lab]
         assert fam == fams[lab], (lab, fam, fams[lab])
         labels[lab] = {"family": fam, "group": grp, "synonyms": syn, "captions": caps, "clips": n}
-    unsupported = dict(UNSUPPORTED)
+    unsupported = {k: v for k, v in UNSUPPORTED.items() if COVERED_BY.get(k) not in labels}
     for lab, why in dropped.items():
         unsupported[lab.replace("_", " ")] = f"dropped from the corpus: {why}"
     for lab in VOCAB:
         if lab not in labels and lab not in dropped:
             unsupported.setdefault(lab.replace("_", " "), "not present in the corpus")
-    data = {"version": 1, "min_clips_per_label": MIN_CLIPS, "labels": labels,
+    umbrellas = {}
+    for name, u in UMBRELLAS.items():
+        u = dict(u)
+        if "members_family_except" in u:
+            fam, skip = u.pop("members_family_except")
+            u["members"] = sorted(lab for lab, e in labels.items() if e["family"] == fam and lab not in skip)
+        if "members" in u:
+            u["members"] = [m for m in u["members"] if m in labels]
+            if not u["members"]:
+                continue
+        elif not any(e["family"] == u["members_family"] for e in labels.values()):
+            continue
+        umbrellas[name] = u
+    data = {"version": 2, "min_clips_per_label": MIN_CLIPS, "labels": labels, "umbrellas": umbrellas,
+            "singing": SINGING_NOTE,
             "unsupported": sorted(unsupported),
             "unsupported_reasons": dict(sorted(unsupported.items()))}
     path.parent.mkdir(parents=True, exist_ok=True)
