@@ -56,22 +56,6 @@ def _window(n_fft: int) -> np.ndarray:
 # The STFT pair is numpy (no torch on the ONNX Runtime path); it equals torch.stft / torch.istft with
 # center=True, a periodic Hann window and reflect padding to float32 precision (tests/test_startup.py).
 
-def _torch_in_out(fn):
-    """Let callers that still hold torch tensors (training, benchmark code) pass one and get one back."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(x, *args, **kwargs):
-        if type(x).__module__.startswith("torch"):
-            import torch
-
-            return torch.from_numpy(np.ascontiguousarray(fn(x.detach().cpu().numpy(), *args, **kwargs)))
-        return fn(x, *args, **kwargs)
-
-    return wrapper
-
-
-@_torch_in_out
 def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
     """(..., L) real -> (..., T, F) complex64, centred with reflect padding (as AudioSep), T = 1 + L // hop."""
     x = np.asarray(x, np.float32)
@@ -86,7 +70,6 @@ def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
     return spec.reshape(*shape[:-1], spec.shape[-2], spec.shape[-1])
 
 
-@_torch_in_out
 def istft(spec: np.ndarray, grid: Grid, length: int) -> np.ndarray:
     """(..., T, F) complex -> (..., length) float32: windowed overlap-add divided by the squared-window sum."""
     shape = spec.shape
