@@ -301,3 +301,67 @@ def test_fuzzed_region_positions_never_damage_the_session(tmp_path_factory, smal
             assert open(sess, "rb").read() == before
 
     run()
+
+
+# -- batch manifests ----------------------------------------------------------------------------------
+_FIELD_TEXT = st.one_of(
+    st.sampled_from(["", "mix.wav", "missing.wav", "../mix.wav", "*.wav", "/", "mix.wav;mix.wav", "speech;music",
+                     ";", "1-2", "0.1-0.3", "-", "5-1", "nan-inf", "a,b", '"', "\\", "x" * 400, "@nothing",
+                     "../escape", "sub/dir/name", "."]),
+    st.text(max_size=30),
+    _NUMBER_TEXT,
+)
+
+
+def test_fuzzed_batch_manifests_fail_per_row_and_write_only_into_the_output_folder(tmp_path_factory, small_wav,
+                                                                                  monkeypatch):
+    """CSV and JSON Lines manifests with generated rows (odd paths, globs, regions, names, queries, broken
+    JSON): every bad row is one line naming it, the others run, no traceback, the sources and the manifest's
+    folder are untouched and nothing is written outside the output folder."""
+    import json as _json
+    import shutil
+
+    import plugin_bridge.models.registry as registry
+    from plugin_bridge.testing import fast_model
+
+    model = fast_model()
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: model)
+    cols = ["input", "queries", "negatives", "region", "output"]
+
+    @settings(max_examples=_examples(40), **FUZZ)
+    @given(rows=st.lists(st.fixed_dictionaries({c: _FIELD_TEXT for c in cols}), min_size=1, max_size=4),
+           jsonl=st.booleans(), broken=st.booleans())
+    def run(rows, jsonl, broken):
+        root = tmp_path_factory.mktemp("batch")
+        src = root / "src"
+        src.mkdir()
+        shutil.copy(small_wav, src / "mix.wav")
+        if jsonl:
+            text = "\n".join(_json.dumps(r) for r in rows) + ("\n{not json" if broken else "")
+            man = src / "jobs.jsonl"
+        else:
+            import csv
+            import io as _io
+
+            buf = _io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+            text = buf.getvalue() + ('"unterminated,row\n' if broken else "")
+            man = src / "jobs.csv"
+        man.write_text(text, encoding="utf-8")
+        before_src, before_root = folder_state(src), sorted(os.listdir(root))
+        out = root / "out"
+        argv = ["batch", str(man), "-q", "speech", "-o", str(out), "--backend", "torch", "--quiet"]
+        rc, err = _main(argv)
+        assert rc in (0, 1, 2), (rc, err)
+        assert "Traceback" not in err, err
+        assert folder_state(src) == before_src
+        assert sorted(os.listdir(root)) == sorted(set(before_root) | ({"out"} if out.exists() else set()))
+        if out.exists():
+            leftovers = [n for _, _, fs in os.walk(out) for n in fs if n.startswith(".pb-partial")]
+            assert not leftovers, leftovers
+        for line in err.replace("\r", "\n").splitlines():
+            assert len(line) < 2000, line  # one line per item, never a dump
+
+    run()
