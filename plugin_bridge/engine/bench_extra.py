@@ -61,7 +61,7 @@ def _startup_child(spec: dict) -> dict:
     timed(writer_mod.StemWriterSet, "write", "write")
     timed(writer_mod.StemWriterSet, "commit", "write")
     timed(sep.backend, "logits", "network")
-    sep.separate_file(spec["input"], [Query(QUERY)], spec["out_dir"])
+    sep.separate_file(spec["input"], [Query(QUERY)], spec["out_dir"], overwrite=True)  # the same file each repeat
     t4 = time.perf_counter()
     return {"imports": t1 - t0, "model_load": t2 - t1, "encoder": t3 - t2, **acc,
             "other": (t4 - t3) - sum(acc.values()), "in_process": t4 - t0, "torch_imported": "torch" in sys.modules,
@@ -87,8 +87,8 @@ def run_startup(args, out=sys.stdout) -> int:
         src = make_bench_file(os.path.join(tmp, "ten_seconds.wav"), 10.0)
         spec = {"input": src, "out_dir": os.path.join(tmp, "out"), "model": getattr(args, "model", None),
                 "backend": "auto", "threads": getattr(args, "threads", None)}
-        cmd = [sys.executable, "-m", "plugin_bridge", "separate", src, "-q", QUERY, "--quiet", "-o",
-               os.path.join(tmp, "cli")]
+        cmd = [sys.executable, "-m", "plugin_bridge", "separate", src, "-q", QUERY, "--quiet", "--overwrite", "-o",
+               os.path.join(tmp, "cli")]  # the same outputs each repeat
         if spec["model"]:
             cmd += ["--model", spec["model"]]
         t = time.perf_counter()
