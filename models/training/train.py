@@ -258,7 +258,7 @@ def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, e
 
 RESUME_TENSORS = "resume.safetensors"
 RESUME_JSON = "resume.json"
-RESUME_FILES = ("train_config.json", "log.jsonl")
+RESUME_FILES = ("train_config.json", "log.jsonl", "best.safetensors")  # best: the validated model so far
 
 
 def save_resume(run: str, out_dir: str) -> dict:
