@@ -109,9 +109,7 @@ def _read_mono(path: str) -> tuple[np.ndarray, int]:
     return x.mean(axis=0), sr
 
 
-def score_set(set_dir: str, separator, progress=None) -> list[dict]:
-    from plugin_bridge.engine.separator import Query
-
+def _read_manifest(set_dir: str) -> list[dict]:
     man = os.path.join(set_dir, "manifest.csv")
     if not os.path.exists(man):
         raise ConfigError(f"{man} not found: a benchmark set needs manifest.csv with mixture,target,query columns")
@@ -120,28 +118,40 @@ def score_set(set_dir: str, separator, progress=None) -> list[dict]:
     for col in ("mixture", "target", "query"):
         if rows and col not in rows[0]:
             raise ConfigError(f"{man}: missing column '{col}'")
+    return rows
+
+
+def _record(r: dict, mix: np.ndarray, tgt: np.ndarray, est: np.ndarray) -> dict:
+    """One row's scores for the label query's stem ``est``: SDR, SDRi, SI-SDR and the best-gain floor."""
+    rec = {"label": r.get("label") or r["query"], "family": r.get("family", ""), "sdr_mix": sdr(tgt, mix),
+           "sdr": sdr(tgt, est), "si_sdr": si_sdr(tgt, est)}
+    rec["sdri"] = rec["sdr"] - rec["sdr_mix"]
+    rec["sdri_gain"] = sdr(tgt, best_gain(mix, tgt)) - rec["sdr_mix"]
+    rec["below_gain"] = bool(rec["sdri"] < rec["sdri_gain"])
+    if r.get("kind"):
+        rec["kind"] = r["kind"]
+    return rec
+
+
+def score_set(set_dir: str, separator, progress=None) -> list[dict]:
+    from plugin_bridge.engine.separator import Query
+
+    rows = _read_manifest(set_dir)
     out = []
     for i, r in enumerate(rows):
         mix, sr = _read_mono(os.path.join(set_dir, r["mixture"]))
         tgt, sr2 = _read_mono(os.path.join(set_dir, r["target"]))
         if sr != sr2 or mix.shape != tgt.shape:
             raise ConfigError(f"row {i}: mixture and target differ in rate or length")
-        queries = [Query(r["query"])]
+        # one query at a time: a paraphrase is a separate request, not a competing stem
+        stems, _ = separator.separate_array(mix[None], sr, [Query(r["query"])])
+        rec = _record(r, mix, tgt, stems[0, 0])
+        rec["si_sdr_mix"] = si_sdr(tgt, mix)
         if r.get("paraphrase"):
-            queries.append(Query(r["paraphrase"]))
-        rec = {"label": r.get("label") or r["query"], "family": r.get("family", ""),
-               "sdr_mix": sdr(tgt, mix), "si_sdr_mix": si_sdr(tgt, mix)}
-        for q, key in zip(queries, ("", "_para")):
-            # one query at a time: a paraphrase is a separate request, not a competing stem
-            stems, _ = separator.separate_array(mix[None], sr, [q])
-            est = stems[0, 0]
-            rec["sdr" + key] = sdr(tgt, est)
-            rec["sdri" + key] = rec["sdr" + key] - rec["sdr_mix"]
-            rec["si_sdr" + key] = si_sdr(tgt, est)
-        rec["sdri_gain"] = sdr(tgt, best_gain(mix, tgt)) - rec["sdr_mix"]
-        rec["below_gain"] = bool(rec["sdri"] < rec["sdri_gain"])
-        if r.get("kind"):
-            rec["kind"] = r["kind"]
+            est = separator.separate_array(mix[None], sr, [Query(r["paraphrase"])])[0][0, 0]
+            rec["sdr_para"] = sdr(tgt, est)
+            rec["sdri_para"] = rec["sdr_para"] - rec["sdr_mix"]
+            rec["si_sdr_para"] = si_sdr(tgt, est)
         irm = oracle_irm(mix, tgt, sr, separator.model_grid)
         rec["sdr_irm"] = sdr(tgt, irm)
         rec["sdri_irm"] = rec["sdr_irm"] - rec["sdr_mix"]
@@ -159,8 +169,7 @@ def score_set_direct(set_dir: str, model, subset: int | None = None, batch: int 
     the manifest, so every family and mixture kind stays represented."""
     from plugin_bridge.models.training.train import forward_padded
 
-    with open(os.path.join(set_dir, "manifest.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _read_manifest(set_dir)
     if subset and subset < len(rows):
         rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, subset).round().astype(int)]
     net, enc = model.net.eval(), model.encoder()
@@ -181,16 +190,7 @@ def score_set_direct(set_dir: str, model, subset: int | None = None, batch: int 
         cond = torch.from_numpy(enc.encode([r["query"] for r in part]))
         with torch.inference_mode():
             est = forward_padded(net, x, cond)[:, 0].numpy()
-        for r, mix, tgt, y in zip(part, mixes, tgts, est):
-            y = y[:len(mix)]
-            rec = {"label": r.get("label") or r["query"], "family": r.get("family", ""), "sdr_mix": sdr(tgt, mix),
-                   "sdr": sdr(tgt, y), "si_sdr": si_sdr(tgt, y)}
-            rec["sdri"] = rec["sdr"] - rec["sdr_mix"]
-            rec["sdri_gain"] = sdr(tgt, best_gain(mix, tgt)) - rec["sdr_mix"]
-            rec["below_gain"] = bool(rec["sdri"] < rec["sdri_gain"])
-            if r.get("kind"):
-                rec["kind"] = r["kind"]
-            out.append(rec)
+        out += [_record(r, mix, tgt, y[:len(mix)]) for r, mix, tgt, y in zip(part, mixes, tgts, est)]
         if progress:
             progress(len(out), len(rows))
     return out
