@@ -48,9 +48,14 @@ class ConvBlockRes(nn.Module):
         return (self.shortcut(x) if self.shortcut is not None else x) + h
 
 
+def gamma_name(beta_name: str) -> str:
+    """``...->beta1`` -> ``...->gamma1``: the full-FiLM scale that sits beside a beta."""
+    return beta_name[:-5] + "gamma" + beta_name[-1]
+
+
 def _film(x: torch.Tensor, film: dict[str, torch.Tensor], beta_name: str) -> torch.Tensor:
     """x * (1 + gamma) + beta; gamma only where the model has full FiLM."""
-    gamma = film.get(beta_name[:-5] + "gamma" + beta_name[-1])
+    gamma = film.get(gamma_name(beta_name))
     return (x if gamma is None else x * (1 + gamma)) + film[beta_name]
 
 
@@ -160,7 +165,7 @@ class FiLM(nn.Module):
             self.add_module(name, lin)
         if gamma:
             for name, c in meta:
-                gname = name[:-5] + "gamma" + name[-1]
+                gname = gamma_name(name)
                 lin = nn.Linear(condition_size, c)
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
