@@ -26,6 +26,7 @@ import numpy as np
 __all__ = ["LaneSpec", "ArraySource", "StreamSource", "PlaybackEngine", "PlaybackError", "compute_gains",
            "MONITOR_MODES", "load_array", "list_output_devices"]
 
+from plugin_bridge.audio_io import open_audio
 from plugin_bridge.errors import PluginBridgeError
 
 MONITOR_MODES = ("mix", "original", "stems", "residual")
@@ -92,9 +93,7 @@ class _Reader:
     """Seekable reader at the session rate (resampling on the fly when the file's rate differs)."""
 
     def __init__(self, path: str, rate: int):
-        from plugin_bridge.engine.reader import _open
-
-        self._f = _open(path)
+        self._f = open_audio(path)
         self.file_rate = int(round(self._f.samplerate))
         self.channels = int(self._f.num_channels)
         self.rate = rate

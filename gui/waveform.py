@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from plugin_bridge.audio_io import open_audio
+
 __all__ = ["BLOCK0", "FACTOR", "Overview", "OverviewCache", "cache_dir", "compute_overview", "read_samples",
            "sample_envelope"]
 
@@ -123,9 +125,7 @@ def _reduce(arr: np.ndarray) -> np.ndarray:
 def compute_overview(path: str, progress: Callable[[float], None] | None = None,
                      cancel: threading.Event | None = None) -> Overview:
     """Stream ``path`` and build its pyramid (levels until a level has <= 64 blocks)."""
-    from plugin_bridge.engine.reader import _open
-
-    f = _open(path)
+    f = open_audio(path)
     try:
         rate, ch, frames = int(round(f.samplerate)), int(f.num_channels), int(f.frames)
         parts = []
@@ -160,9 +160,7 @@ def compute_overview(path: str, progress: Callable[[float], None] | None = None,
 def read_samples(path: str, start: int, stop: int) -> np.ndarray:
     """Frames [start, stop) of ``path`` as float32 (C, n), zero-padded outside the file (for drawing
     individual samples when zoomed in past the overview's resolution)."""
-    from plugin_bridge.engine.reader import _open
-
-    f = _open(path)
+    f = open_audio(path)
     try:
         ch, frames = int(f.num_channels), int(f.frames)
         out = np.zeros((ch, max(stop - start, 0)), np.float32)

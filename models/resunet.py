@@ -248,3 +248,10 @@ def apply_mask(spec: torch.Tensor, m: MaskTriple) -> torch.Tensor:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """Model forward with the end padded by one window (so the last samples get a full ISTFT envelope)."""
+    L = wave.shape[-1]
+    x = torch.nn.functional.pad(wave, (0, net.cfg.n_fft))
+    return net(x, cond)[..., :L]

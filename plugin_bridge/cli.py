@@ -11,7 +11,7 @@ COMMAND_MODULES = [
     "plugin_bridge.engine.cli",          # separate, bench
     "plugin_bridge.engine.learn_cli",    # learn, learned
     "plugin_bridge.corpus.cli",          # corpus build
-    "plugin_bridge.models.training.cli",  # train, benchmark
+    "plugin_bridge.training.cli",  # train, benchmark
     "plugin_bridge.session.cli",         # session run, presets, export
     "plugin_bridge.gui_cli",             # gui
 ]

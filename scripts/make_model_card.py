@@ -260,14 +260,14 @@ def main() -> int:
         a0, n = int(tc["anneal_from"]), int(tc["anneal_steps"])
         from dataclasses import fields
 
-        from plugin_bridge.models.training.train import TrainConfig, _schedule_lr
+        from plugin_bridge.training.train import TrainConfig, _schedule_lr
 
         tcfg = TrainConfig(**{f.name: tc[f.name] for f in fields(TrainConfig) if f.name in tc})
         rewarm = " after a 100-step re-warm of the fresh optimiser" if tcfg.warmup_from == a0 else ""
         w(f"* Cool-down (`train --anneal {n}`): from step {a0} the learning rate fell from "
           f"{_schedule_lr(a0, tcfg):.1e}{rewarm} to zero by step {a0 + n} (half cosine), validated at the end.")
     if vals:
-        from plugin_bridge.models.training.train import selection_score
+        from plugin_bridge.training.train import selection_score
 
         best = max(vals, key=lambda r: selection_score(r["family_median_sdri"]))
         fam = ", ".join(f"{k} {v:.2f}" for k, v in sorted(best["family_median_sdri"].items()))
@@ -306,7 +306,7 @@ def main() -> int:
         w(f"* `{at['package']}` ({', '.join(at['licences'])}): {'; '.join(at.get('copyright_holders', []))}")
     w("")
     if bench:
-        from plugin_bridge.models.training.benchmark import format_table
+        from plugin_bridge.training.benchmark import format_table
 
         w("## Benchmark (in-distribution dev set: held-out groups of the training packages)\n")
         w("Command: `plugin-bridge benchmark --set DEV --make-dev /work/corpus --json bench.json`. Medians in dB; "

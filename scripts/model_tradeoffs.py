@@ -48,10 +48,10 @@ CANDIDATES = {
 def ceiling(set_dir: str, grid_cfg) -> float:
     import numpy as np
 
-    from plugin_bridge.engine.reader import read_all
+    from plugin_bridge.audio_io import read_all
     from plugin_bridge.engine.spectral import Grid
-    from plugin_bridge.models.training.benchmark import oracle_irm
-    from plugin_bridge.models.training.metrics import sdri
+    from plugin_bridge.training.benchmark import oracle_irm
+    from plugin_bridge.metrics import sdri
 
     grid = Grid(grid_cfg.sample_rate, grid_cfg.n_fft, grid_cfg.hop)
     vals = []

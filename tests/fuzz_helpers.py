@@ -17,7 +17,7 @@ def json_paths(obj, prefix=()):
 # --------------------------------------------------------------------------------------------------
 _WORKER = r"""
 import json, os, sys, time, traceback
-from plugin_bridge.engine.reader import StreamReader
+from plugin_bridge.audio_io import StreamReader
 from plugin_bridge.errors import PluginBridgeError
 for line in sys.stdin:
     path = line.strip()

@@ -8,7 +8,7 @@ from pedalboard.io import AudioFile
 
 from plugin_bridge.engine.batch import (BatchJob, BatchOptions, expand_inputs, job_key, read_manifest, run_batch,
                                         write_summary)
-from plugin_bridge.engine.reader import read_all
+from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Query
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.testing import fast_separator

@@ -7,7 +7,7 @@ import pytest
 from pedalboard.io import AudioFile
 
 from plugin_bridge.engine.chunker import OverlapAdd, plan_segments
-from plugin_bridge.engine.reader import read_all
+from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
 from plugin_bridge.engine.spectral import Grid, native_grid
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled, OutputError

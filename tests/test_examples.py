@@ -93,7 +93,7 @@ def test_shipped_encoder_loads_in_the_default_models_space_and_is_small():
 def test_example_retrieval_on_synthesized_fixture_beats_floor():
     """The training code learns to map 4 synthetic sound classes onto 4 label vectors; top-1 retrieval of
     held-out examples measured 1.00 over 5 seeds of this setup (chance 0.25); floor 0.75."""
-    from plugin_bridge.models.training.audio_encoder import evaluate_retrieval, extract_features, train_encoder
+    from plugin_bridge.training.audio_encoder import evaluate_retrieval, extract_features, train_encoder
 
     torch.set_num_threads(1)
     makers = [lambda s: tone(110 + 15 * (s % 5), 2.2, seed=s), lambda s: pink(2.2, seed=s),

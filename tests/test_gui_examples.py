@@ -106,7 +106,7 @@ def test_use_selection_as_query_add_it_to_a_region_and_render(tmp_path, window, 
     assert x_stem.shape[0] == r.end - r.start
     assert np.max(np.abs(x_stem + x_res - mix[:, r.start:r.end].T)) < 1e-5
     # the example finds the hum under the noise: the stem is closer to the hum than the mix is
-    from plugin_bridge.models.training.metrics import sdr
+    from plugin_bridge.metrics import sdr
 
     ref = hum[r.start:r.end]
     assert sdr(ref, x_stem[:, 0]) > sdr(ref, mix[0, r.start:r.end]) + 1.0

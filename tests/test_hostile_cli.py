@@ -58,7 +58,7 @@ def test_separate_never_writes_over_an_existing_file_unless_asked(tmp_path):
 
 
 def test_a_query_named_residual_gets_its_own_file(tmp_path):
-    from plugin_bridge.engine.reader import read_all
+    from plugin_bridge.audio_io import read_all
     from plugin_bridge.engine.separator import Query
     from plugin_bridge.testing import fast_separator
 

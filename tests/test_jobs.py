@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from plugin_bridge.engine.reader import read_all
+from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Separator
 from plugin_bridge.errors import JobCancelled
 from plugin_bridge.models.registry import DEFAULT_WEIGHTS, load_model

@@ -8,8 +8,8 @@ import soundfile as sf
 
 from plugin_bridge.engine.separator import Separator
 from plugin_bridge.engine.spectral import Grid
-from plugin_bridge.models.training.benchmark import oracle_irm, score_set, summarise
-from plugin_bridge.models.training.metrics import sdr, sdri, si_sdr
+from plugin_bridge.training.benchmark import oracle_irm, score_set, summarise
+from plugin_bridge.metrics import sdr, sdri, si_sdr
 from plugin_bridge.testing import ConstantMaskBackend, fast_model
 
 

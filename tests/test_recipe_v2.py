@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from plugin_bridge.models.resunet import ResUNet
-from plugin_bridge.models.training.benchmark import best_gain, make_dev_set, summarise
-from plugin_bridge.models.training.metrics import sdr
-from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig
-from plugin_bridge.models.training.train import EMA, TrainConfig, snr_loss, train
+from plugin_bridge.training.benchmark import best_gain, make_dev_set, summarise
+from plugin_bridge.metrics import sdr
+from plugin_bridge.training.mixer import Corpus, Mixer, MixerConfig
+from plugin_bridge.models.losses import snr_loss
+from plugin_bridge.training.train import EMA, TrainConfig, train
 from plugin_bridge.testing import HashEncoder
 
 from test_training import RATE, TINY, _make_corpus
@@ -185,7 +186,7 @@ def test_training_with_snr_loss_ema_and_full_film_runs_resumes_and_keeps_the_ema
 
 
 def test_resume_bundle_round_trips_the_training_state(tmp_path):
-    from plugin_bridge.models.training.train import restore_resume, save_resume
+    from plugin_bridge.training.train import restore_resume, save_resume
 
     lj = _make_corpus(str(tmp_path / "corpus"))
     run = str(tmp_path / "run")
@@ -238,7 +239,7 @@ def test_full_film_model_saves_loads_and_runs_the_same_on_onnx_and_torch(tmp_pat
 
 def test_direct_scorer_agrees_with_the_engine_on_model_rate_mixtures(tmp_path):
     from plugin_bridge.engine.separator import Separator
-    from plugin_bridge.models.training.benchmark import score_set, score_set_direct
+    from plugin_bridge.training.benchmark import score_set, score_set_direct
     from plugin_bridge.testing import fast_model
 
     lj = _make_corpus(str(tmp_path / "c"), n_per_label=4)

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from plugin_bridge.engine.reader import read_all
+from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Query, Separator
 from plugin_bridge.models.registry import DEFAULT_WEIGHTS, load_model
-from plugin_bridge.models.training.metrics import sdri
+from plugin_bridge.metrics import sdri
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "plugin_bridge", "data", "demo")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plugin_bridge.engine.backends import OnnxBackend
-from plugin_bridge.engine.reader import read_all
+from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.spectral import Grid, istft, native_grid, stft
 from plugin_bridge.models.registry import DEFAULT_WEIGHTS, load_model, load_safetensors_model, save_safetensors_model
 

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
-from plugin_bridge.models.training.metrics import sdr
-from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, rms
-from plugin_bridge.models.training.train import TrainConfig, forward_padded, lr_at, train
+from plugin_bridge.metrics import rms, sdr
+from plugin_bridge.models.resunet import ResUNet, ResUNetConfig, forward_padded
+from plugin_bridge.training.mixer import Corpus, Mixer, MixerConfig
+from plugin_bridge.training.train import TrainConfig, lr_at, train
 from plugin_bridge.testing import HashEncoder
 
 RATE = 16000
@@ -155,14 +155,14 @@ def test_train_loop_checkpoints_and_resumes(tmp_path):
     st["selection"] = "median_sdri"
     st["best"] = 99.0
     torch.save(st, os.path.join(run, "state.pt"))
-    from plugin_bridge.models.training.train import _rescore_best
+    from plugin_bridge.training.train import _rescore_best
 
     assert _rescore_best(run) == pytest.approx(top["select"])
 
     # Checkpoint averaging: the mean of the last two snapshots, validated, kept only if it scores higher.
     from safetensors.torch import load_file
 
-    from plugin_bridge.models.training.train import average_into_best, average_snapshots
+    from plugin_bridge.training.train import average_into_best, average_snapshots
 
     snaps = [load_file(os.path.join(run, "snapshots", f"step00000{k}.safetensors")) for k in (3, 6)]
     net, steps = average_snapshots(run, 2)
@@ -191,7 +191,7 @@ def test_lr_schedule_warms_up_and_decays():
 
 
 def test_loss_weighs_quiet_and_loud_examples_alike():
-    from plugin_bridge.models.training.train import level_normalised_l1
+    from plugin_bridge.models.losses import level_normalised_l1
 
     rng = np.random.default_rng(0)
     mix = torch.from_numpy(rng.standard_normal((1, 1, 1000)).astype(np.float32))
@@ -311,7 +311,7 @@ def test_family_weights_set_the_share_of_targets(tmp_path):
 
 def test_family_weights_option_is_parsed_and_bad_values_are_refused():
     from plugin_bridge.errors import ConfigError
-    from plugin_bridge.models.training.cli import parse_family_weights
+    from plugin_bridge.training.cli import parse_family_weights
 
     assert parse_family_weights(None) is None
     assert parse_family_weights("instruments=0.5, speech=0.2,environmental=0.3") == {

@@ -2,7 +2,7 @@
 
 Small and CPU-fast: 16 kHz mono -> log-mel (64 bands, 1024/512 STFT) with the clip's mean removed (so
 the level of the reference does not matter) -> four conv3x3/BN/ReLU/pool blocks -> mean+max pooling over
-time and frequency -> two linear layers -> L2 normalisation.  Trained (``models/training/audio_encoder.py``)
+time and frequency -> two linear layers -> L2 normalisation.  Trained (``plugin_bridge/training/audio_encoder.py``)
 to land on the MiniLM embeddings of each corpus clip's label texts, so an example query can be used,
 mixed and negated exactly like a text query (see ``models/weights/AUDIO_ENCODER_CARD.md``).
 
@@ -166,7 +166,7 @@ class AudioEncoder:
         return self.encode_wave(check_example(audio, rate, what))
 
     def encode_file(self, path: str, start: float | None = None, end: float | None = None) -> np.ndarray:
-        from plugin_bridge.engine.reader import StreamReader, probe
+        from plugin_bridge.audio_io import StreamReader, probe
 
         info = probe(path)
         what = path if start is None and end is None else f"{path}@{start or 0:g}:{'' if end is None else f'{end:g}'}"

@@ -361,7 +361,7 @@ def process_job(separator, job: BatchJob, opts: BatchOptions, progress: Callable
                 cancel=None, worker: str = "") -> JobResult:
     """Run (or skip) one job on a warm ``separator``; every failure becomes a failed ``JobResult`` with a
     one-line message naming the item (nothing partial is left on disk)."""
-    from plugin_bridge.engine.reader import probe
+    from plugin_bridge.audio_io import probe
     from plugin_bridge.engine.separator import Query
     from plugin_bridge.fileio import atomic_write_text
 
@@ -493,7 +493,7 @@ class BatchProgress:
 
 
 def _probe_seconds(job: BatchJob) -> float:
-    from plugin_bridge.engine.reader import probe
+    from plugin_bridge.audio_io import probe
 
     if job.error:
         return 0.0

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from plugin_bridge.audio_io import open_writer
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS
 
 __all__ = ["run_bench", "make_bench_file", "upstream_chunk_plan", "peak_rss_bytes", "format_table"]
@@ -44,14 +45,11 @@ RESULT_TAG = "BENCH_RESULT "
 def make_bench_file(path: str, seconds: float, rate: int = BENCH_RATE, channels: int = BENCH_CHANNELS,
                     seed: int = 0, block_seconds: float = 10.0) -> str:
     """Write ``seconds`` of tones + pink-ish noise as 16-bit WAV, streamed in blocks."""
-    from pedalboard.io import AudioFile
-
     total = int(round(seconds * rate))
     block = int(block_seconds * rate)
     rng = np.random.default_rng(seed)
     freqs = np.array([110.0, 440.0, 1234.5, 3520.0])
-    tmp = path + ".part.wav"
-    with AudioFile(tmp, "w", samplerate=rate, num_channels=channels, bit_depth=16) as f:
+    with open_writer(path, rate, channels, bit_depth=16) as f:
         done = 0
         while done < total:
             n = min(block, total - done)
@@ -64,7 +62,6 @@ def make_bench_file(path: str, seconds: float, rate: int = BENCH_RATE, channels:
                 x[c] = (tones * (1.0 if c == 0 else 0.8) + 0.1 * noise).astype(np.float32)
             f.write(x)
             done += n
-    os.replace(tmp, path)
     return path
 
 
@@ -170,7 +167,7 @@ def _child(spec: dict) -> dict:
         model._encoder = HashEncoder(model.cfg.condition_size)
     result = {"kind": kind, "backend": spec.get("backend", "torch"), "model": model.name}
     if kind == "upstream":
-        from plugin_bridge.engine.reader import StreamReader
+        from plugin_bridge.audio_io import StreamReader
 
         cond = model.encoder().encode([QUERY])[0]
         rd = StreamReader(spec["input"])

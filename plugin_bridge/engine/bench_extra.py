@@ -34,7 +34,7 @@ def _startup_child(spec: dict) -> dict:
     import onnxruntime  # noqa: F401
     import pedalboard.io  # noqa: F401
 
-    from plugin_bridge.engine import reader as reader_mod
+    from plugin_bridge import audio_io
     from plugin_bridge.engine import writer as writer_mod
     from plugin_bridge.engine.separator import Query, Separator
     from plugin_bridge.models.registry import load_model
@@ -57,7 +57,7 @@ def _startup_child(spec: dict) -> dict:
                 acc[key] += time.perf_counter() - s
         setattr(obj, name, wrapper)
 
-    timed(reader_mod.StreamReader, "get", "read")
+    timed(audio_io.StreamReader, "get", "read")
     timed(writer_mod.StemWriterSet, "write", "write")
     timed(writer_mod.StemWriterSet, "commit", "write")
     timed(sep.backend, "logits", "network")

@@ -119,7 +119,7 @@ def cmd_separate(args) -> int:
     if len(args.input) > 1 or is_pattern(args.input[0]):
         return batch_cli.cmd_separate_many(args)
     args.input = args.input[0]
-    from plugin_bridge.engine.reader import probe
+    from plugin_bridge.audio_io import probe
     from plugin_bridge.engine.separator import SeparationSettings, Separator
     from plugin_bridge.models.registry import load_model, query_warnings
 

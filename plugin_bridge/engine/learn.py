@@ -26,7 +26,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from plugin_bridge.engine.examples import encoder_for
+from plugin_bridge.audio_io import READ_EXTENSIONS, StreamReader
+from plugin_bridge.engine.spectral import resample
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
+from plugin_bridge.metrics import rms, sdri
+from plugin_bridge.models.encoders.audio import MIN_EXAMPLE_SECONDS, SILENCE_DBFS
+from plugin_bridge.models.losses import level_normalised_l1
+from plugin_bridge.models.resunet import forward_padded
 
 __all__ = ["LearnSettings", "LearnResult", "learn_query", "load_clips", "default_interferers", "MIN_CLIPS",
            "MAX_CLIPS"]
@@ -63,9 +70,6 @@ class LearnResult:
 
 def load_clips(folder_or_files, rate: int, what: str = "clips") -> list[np.ndarray]:
     """Audio files (a folder's or a list) -> mono float32 arrays at ``rate``; silent/short ones refused."""
-    from plugin_bridge.engine.reader import READ_EXTENSIONS, StreamReader
-    from plugin_bridge.engine.spectral import resample
-    from plugin_bridge.models.encoders.audio import MIN_EXAMPLE_SECONDS, SILENCE_DBFS
 
     if isinstance(folder_or_files, str):
         if not os.path.isdir(folder_or_files):
@@ -112,8 +116,6 @@ def default_interferers(rate: int, corpus: str | None = None, n_corpus: int = 60
             pick = [rows[i] for i in rng.choice(len(rows), min(n_corpus, len(rows)), replace=False)]
             return load_clips([os.path.join(corpus, r["path"]) for r in pick], rate), \
                 f"{len(pick)} corpus clips from {corpus}"
-    from plugin_bridge.engine.reader import StreamReader
-    from plugin_bridge.engine.spectral import resample
 
     clips = []
     demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo")
@@ -135,12 +137,6 @@ def default_interferers(rate: int, corpus: str | None = None, n_corpus: int = 60
     return [c.astype(np.float32) for c in clips], "the shipped demo stems and synthesised noise"
 
 
-def _rms(x: np.ndarray) -> float:
-    from plugin_bridge.models.training.mixer import rms
-
-    return rms(x)
-
-
 def _crop(x: np.ndarray, n: int, rng) -> np.ndarray:
     if x.size >= n:
         s = int(rng.integers(0, x.size - n + 1))
@@ -159,14 +155,14 @@ def make_mixtures(targets: list[np.ndarray], interferers: list[np.ndarray], n: i
         noise = np.zeros(length)
         for _ in range(int(rng.integers(1, 3))):
             z = _crop(interferers[int(rng.integers(len(interferers)))], length, rng).astype(np.float64)
-            r = _rms(z)
+            r = rms(z)
             if r > 0:
                 noise += z / r
-        rt, rn = _rms(t), _rms(noise)
+        rt, rn = rms(t), rms(noise)
         if rt > 0 and rn > 0:
             noise *= rt / rn * 10 ** (-rng.uniform(*s.snr_db) / 20)
         mix = t + noise
-        g = 10 ** (rng.uniform(*s.level_db) / 20) / max(_rms(mix), 1e-9)
+        g = 10 ** (rng.uniform(*s.level_db) / 20) / max(rms(mix), 1e-9)
         mix, t = mix * g, t * g
         peak = float(np.max(np.abs(mix)))
         if peak > 0.99:
@@ -177,8 +173,6 @@ def make_mixtures(targets: list[np.ndarray], interferers: list[np.ndarray], n: i
 
 
 def _val_sdri(net, cond: torch.Tensor, mixes: np.ndarray, tgts: np.ndarray) -> float:
-    from plugin_bridge.models.training.metrics import sdri
-    from plugin_bridge.models.training.train import forward_padded
 
     with torch.inference_mode():
         est = forward_padded(net, torch.from_numpy(mixes)[:, None], cond[None].expand(len(mixes), -1))[:, 0].numpy()
@@ -190,7 +184,6 @@ def learn_query(model, clips: list[np.ndarray], interferers: list[np.ndarray], n
                 cancel: Callable[[], bool] | None = None, interferer_desc: str = "",
                 start_vector: np.ndarray | None = None) -> LearnResult:
     """Fit a query vector for ``model`` (frozen) that extracts the sound of ``clips`` (model-rate mono)."""
-    from plugin_bridge.models.training.train import forward_padded, level_normalised_l1
 
     if len(clips) < MIN_CLIPS:
         raise ConfigError(f"teaching a sound needs at least {MIN_CLIPS} clips of it (got {len(clips)}); "
@@ -213,7 +206,6 @@ def learn_query(model, clips: list[np.ndarray], interferers: list[np.ndarray], n
     kind = "given"
     if start_vector is None:
         try:
-            from plugin_bridge.engine.examples import encoder_for
 
             enc = encoder_for(model)
             v0 = np.mean([enc.encode_wave(c) for c in train], axis=0)

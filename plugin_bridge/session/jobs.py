@@ -80,7 +80,7 @@ def effective_settings(session: Session, job: JobRecord | None = None, overrides
 
 
 def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> JobPlan:
-    from plugin_bridge.engine.reader import probe
+    from plugin_bridge.audio_io import probe
 
     track = session.track(region.track_id)
     info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers

@@ -7,7 +7,7 @@ order).  Tracks at another rate are kept and *flagged*: ``Track.sample_rate`` di
 frames are mapped onto such a file by time (``Session.session_to_file_frames``); their stems are
 rendered at the file's own rate.
 
-Opening reads only headers (``plugin_bridge.engine.reader.probe``); audio is never modified.
+Opening reads only headers (``plugin_bridge.audio_io.probe``); audio is never modified.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import importlib
 import os
 import re
 
-from plugin_bridge.engine.reader import READ_EXTENSIONS, probe
+from plugin_bridge.audio_io import READ_EXTENSIONS, probe
 from plugin_bridge.errors import AudioInputError, ConfigError
 from plugin_bridge.session.model import SESSION_SUFFIX, Session, Track
 

@@ -24,8 +24,15 @@ import sys
 import numpy as np
 import torch
 
+from plugin_bridge.audio_io import read_all
+from plugin_bridge.engine.separator import Query, Separator
+from plugin_bridge.engine.spectral import istft, native_grid, stft
 from plugin_bridge.errors import ConfigError
-from plugin_bridge.models.training.metrics import sdr, si_sdr
+from plugin_bridge.metrics import sdr, si_sdr
+from plugin_bridge.models.registry import load_model
+from plugin_bridge.models.resunet import forward_padded
+from plugin_bridge.training.mixer import Corpus, Mixer, MixerConfig, label_text, query_texts
+from plugin_bridge.training.train import LABELS_JSON
 
 __all__ = ["make_dev_set", "oracle_irm", "run_benchmark", "score_set"]
 
@@ -45,8 +52,6 @@ def make_dev_set(corpus: str, out_dir: str, per_family: int = 200, three_source:
     (about +-0.25 dB of sampling error per family at 200 mixtures)."""
     import soundfile as sf
 
-    from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, label_text, query_texts
-    from plugin_bridge.models.training.train import LABELS_JSON
 
     labels_json = labels_json or LABELS_JSON
     dev = Corpus.load(corpus, "dev", labels_json)
@@ -90,7 +95,6 @@ def best_gain(mixture: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def oracle_irm(mixture: np.ndarray, target: np.ndarray, rate: int, model_grid) -> np.ndarray:
     """Apply the ideal ratio mask |S|/(|S|+|N|) on the native-rate equivalent of the model's grid."""
-    from plugin_bridge.engine.spectral import istft, native_grid, stft
 
     g = native_grid(model_grid, rate)
     L = mixture.shape[-1]
@@ -103,7 +107,6 @@ def oracle_irm(mixture: np.ndarray, target: np.ndarray, rate: int, model_grid) -
 
 
 def _read_mono(path: str) -> tuple[np.ndarray, int]:
-    from plugin_bridge.engine.reader import read_all
 
     x, sr = read_all(path)
     return x.mean(axis=0), sr
@@ -134,7 +137,6 @@ def _record(r: dict, mix: np.ndarray, tgt: np.ndarray, est: np.ndarray) -> dict:
 
 
 def score_set(set_dir: str, separator, progress=None) -> list[dict]:
-    from plugin_bridge.engine.separator import Query
 
     rows = _read_manifest(set_dir)
     out = []
@@ -167,7 +169,6 @@ def score_set_direct(set_dir: str, model, subset: int | None = None, batch: int 
     forward passes, for comparing training recipes quickly on the *same* mixtures (paired differences
     need far fewer mixtures than absolute figures).  ``subset`` keeps that many rows spread evenly over
     the manifest, so every family and mixture kind stays represented."""
-    from plugin_bridge.models.training.train import forward_padded
 
     rows = _read_manifest(set_dir)
     if subset and subset < len(rows):
@@ -253,8 +254,6 @@ def format_table(summary: dict) -> str:
 
 
 def run_benchmark(args) -> int:
-    from plugin_bridge.engine.separator import Separator
-    from plugin_bridge.models.registry import load_model
 
     if args.make_dev:
         make_dev_set(args.make_dev, args.set_dir, per_family=args.per_family, three_source=args.three_source,

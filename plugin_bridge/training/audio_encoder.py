@@ -1,6 +1,6 @@
 """Train the audio example encoder (``models/encoders/audio.py``) on the corpus, on CPU.
 
-    python -m plugin_bridge.models.training.audio_encoder --corpus /work/corpus_v1 \
+    python -m plugin_bridge.training.audio_encoder --corpus /work/corpus_v1 \
         --out models/weights/audio_encoder.safetensors --minutes 18 --threads 1 [--holdout a,b]
 
 1. Features: every clip of the split is read once (16 kHz FLAC), at most ``--max-seconds`` of it (a random
@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from plugin_bridge.models.encoders.audio import AudioEncoderConfig, AudioEncoderNet, save_audio_encoder
-from plugin_bridge.models.training.mixer import query_texts
+from plugin_bridge.fileio import atomic_write_text
+from plugin_bridge.models.encoders.minilm import MiniLMEncoder
+from plugin_bridge.training.mixer import query_texts
+from plugin_bridge.training.train import LABELS_JSON
 
-LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labels.json")
 CROP_FRAMES = 63  # 2 s at hop 512 / 16 kHz
 
 
@@ -210,8 +212,6 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default=None, help="also write the training facts and dev retrieval as JSON")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from plugin_bridge.models.encoders.minilm import MiniLMEncoder
-
     with open(a.labels, encoding="utf-8") as f:
         vocab = json.load(f)["labels"]
     holdout = [h for h in a.holdout.split(",") if h]
@@ -248,8 +248,6 @@ def main(argv=None) -> int:
     save_audio_encoder(net, a.out, training=json.dumps(facts, sort_keys=True))
     print(json.dumps(facts, indent=1))
     if a.report:
-        from plugin_bridge.fileio import atomic_write_text
-
         atomic_write_text(a.report, json.dumps(facts, indent=1) + "\n")
     return 0
 

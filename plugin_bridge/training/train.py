@@ -24,12 +24,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from plugin_bridge.models.registry import DEFAULT_CONFIG, save_safetensors_model
-from plugin_bridge.models.resunet import ResUNet, ResUNetConfig
-from plugin_bridge.models.training.metrics import sdr
-from plugin_bridge.models.training.mixer import Corpus, Mixer, MixerConfig, query_texts
+import plugin_bridge.models
+from plugin_bridge.engine.backends import resolve_device
+from plugin_bridge.models.encoders.minilm import MiniLMEncoder
+from plugin_bridge.models.registry import DEFAULT_CONFIG, load_state_strict, save_safetensors_model
+from plugin_bridge.models.losses import LOSSES
+from plugin_bridge.models.resunet import ResUNet, ResUNetConfig, forward_padded
+from plugin_bridge.metrics import sdr
+from plugin_bridge.training.mixer import Corpus, Mixer, MixerConfig, query_texts
 
-LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labels.json")
+#: the shipped model's label vocabulary (models/training/labels.json, data of the ``models`` room)
+LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(plugin_bridge.models.__file__)), "training", "labels.json")
 
 
 @dataclass
@@ -87,52 +92,6 @@ def _schedule_lr(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
 
 
-def forward_padded(net: ResUNet, wave: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """Model forward with the end padded by one window (so the last samples get a full ISTFT envelope)."""
-    L = wave.shape[-1]
-    x = torch.nn.functional.pad(wave, (0, net.cfg.n_fft))
-    return net(x, cond)[..., :L]
-
-
-def level_normalised_l1(est: torch.Tensor, tgt: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """L1 on the waveform (as AudioSep), divided per example by the mixture's RMS.
-
-    Mixtures come at random levels (-35..-12 dBFS) so that the model works at any level; without this
-    normalisation the loud examples would dominate the loss and the quiet ones would teach nothing.
-    Silent targets (absent-label examples) keep a finite loss: it is the leaked signal over the mix level.
-    """
-    scale = mix.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-4)
-    return ((est - tgt).abs() / scale).mean()
-
-
-#: SNR cap of ``snr_loss``: an example already separated to 30 dB adds (almost) no gradient, so the loss
-#: spends itself on the examples that are still wrong, which is where SDR (the metric) is decided.
-SNR_CAP_DB = 30.0
-#: For an absent target the leak is measured against the mixture, capped at 20 dB below it (FUSS form).
-ABSENT_CAP_DB = 20.0
-
-
-def snr_loss(est: torch.Tensor, tgt: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Thresholded negative SNR, the loss of MixIT / FUSS: what the SDR metric measures, per example.
-
-    Active target s:  10 log10(|s - y|^2 + tau |s|^2) - 10 log10 |s|^2, tau = 10^(-SNR_CAP_DB/10),
-    i.e. -SNR(y) softly capped at SNR_CAP_DB.  Absent target (s == 0, the query names nothing in the mix):
-    10 log10(|y|^2 + tau_x |x|^2) - 10 log10 |x|^2 with tau_x = 10^(-ABSENT_CAP_DB/10): the leaked energy
-    relative to the mixture, which plain SNR cannot express.  Scale-free, so loud and quiet mixtures weigh
-    the same without a level normalisation.  Mean over the batch, in dB.
-    """
-    e = (est - tgt).pow(2).flatten(1).sum(-1)
-    p_t = tgt.pow(2).flatten(1).sum(-1)
-    p_x = mix.pow(2).flatten(1).sum(-1).clamp(min=1e-10)
-    p_y = est.pow(2).flatten(1).sum(-1)
-    active = p_t > 1e-8 * p_x
-    tau, tau_x = 10 ** (-SNR_CAP_DB / 10), 10 ** (-ABSENT_CAP_DB / 10)
-    act = 10 * torch.log10(e + tau * p_t + 1e-12) - 10 * torch.log10(p_t + 1e-12)
-    absent = 10 * torch.log10(p_y + tau_x * p_x) - 10 * torch.log10(p_x)
-    return torch.where(active, act, absent).mean()
-
-
-LOSSES = {"l1": level_normalised_l1, "snr": snr_loss}
 
 
 class EMA:
@@ -329,7 +288,6 @@ def restore_resume(bundle: str, run: str) -> int:
 
 
 def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=None, log=print) -> dict:
-    from plugin_bridge.engine.backends import resolve_device
 
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -337,7 +295,6 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
     os.makedirs(cfg.run, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if encoder is None:
-        from plugin_bridge.models.encoders.minilm import MiniLMEncoder
 
         encoder = MiniLMEncoder()
     train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
@@ -377,7 +334,6 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        from plugin_bridge.models.registry import load_state_strict
 
         with safe_open(cfg.init, framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -503,7 +459,6 @@ def average_snapshots(run: str, last: int) -> tuple[ResUNet, list[int]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from plugin_bridge.models.registry import load_state_strict
 
     paths = sorted(glob.glob(os.path.join(run, "snapshots", "step*.safetensors")))[-last:]
     if len(paths) < 2:
@@ -535,7 +490,6 @@ def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> d
     ``best.safetensors`` when it scores higher than the current best (the run's state follows)."""
     net, steps = average_snapshots(cfg.run, last)
     if encoder is None:
-        from plugin_bridge.models.encoders.minilm import MiniLMEncoder
 
         encoder = MiniLMEncoder()
     if cfg.threads:

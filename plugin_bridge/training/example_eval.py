@@ -1,6 +1,6 @@
 """Measure example queries against text queries on dev mixtures with the shipped separator (the card's table).
 
-    python -m plugin_bridge.models.training.example_eval --corpus /work/corpus_v1 --n 150 --json out.json
+    python -m plugin_bridge.training.example_eval --corpus /work/corpus_v1 --n 150 --json out.json
 
 Each dev mixture: a 3 s stretch of a target clip plus 1-2 interferer clips of other groups (the training
 mixer's rules: active-RMS matching, target-to-interference ratio uniform in [-10, +10] dB, no augmentation).
@@ -19,10 +19,15 @@ import sys
 import numpy as np
 import torch
 
-from plugin_bridge.models.training.metrics import sdri
-from plugin_bridge.models.training.mixer import RATE, Corpus, label_text, rms
-
-LABELS_JSON = __import__("os").path.join(__import__("os").path.dirname(__file__), "labels.json")
+from plugin_bridge.engine.learn import LearnSettings, learn_query
+from plugin_bridge.fileio import atomic_write_text
+from plugin_bridge.metrics import rms, sdri
+from plugin_bridge.models.encoders.audio import load_audio_encoder
+from plugin_bridge.models.registry import load_model
+from plugin_bridge.models.resunet import forward_padded
+from plugin_bridge.training.audio_encoder import label_prototypes
+from plugin_bridge.training.mixer import RATE, Corpus, label_text, query_texts
+from plugin_bridge.training.train import LABELS_JSON
 
 
 def dev_mixtures(corpus: Corpus, n: int, seconds: float = 3.0, seed: int = 7):
@@ -80,11 +85,6 @@ def dev_mixtures(corpus: Corpus, n: int, seconds: float = 3.0, seed: int = 7):
 
 
 def run(corpus_dir: str, n: int, seed: int = 7, weights: str | None = None) -> dict:
-    from plugin_bridge.models.encoders.audio import load_audio_encoder
-    from plugin_bridge.models.registry import load_model
-    from plugin_bridge.models.training.audio_encoder import label_prototypes
-    from plugin_bridge.models.training.train import forward_padded
-
     model = load_model()
     enc = load_audio_encoder(weights)
     text = model.encoder()
@@ -126,12 +126,6 @@ def run_learned(corpus_dir: str, labels: list[str], n_clips: int = 10, steps: in
     (for reference), (c) one example clip, (d) a query learned from ``n_clips`` train clips (corpus
     interferers of other labels).  Caveat: the shipped separator and audio encoder were trained on every
     label, so this is "unknown to the vocabulary", not "unknown to the network"."""
-    from plugin_bridge.engine.learn import LearnSettings, learn_query
-    from plugin_bridge.models.encoders.audio import load_audio_encoder
-    from plugin_bridge.models.registry import load_model
-    from plugin_bridge.models.training.mixer import query_texts
-    from plugin_bridge.models.training.train import forward_padded
-
     model = load_model()
     enc = load_audio_encoder()
     text = model.encoder()
@@ -196,8 +190,6 @@ def main(argv=None) -> int:
     text = json.dumps(res, indent=1)
     print(text)
     if a.json:
-        from plugin_bridge.fileio import atomic_write_text
-
         atomic_write_text(a.json, text + "\n")
     return 0
 

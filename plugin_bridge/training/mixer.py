@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from plugin_bridge.metrics import rms
+
 __all__ = ["Corpus", "Clip", "MixerConfig", "Mixer", "Example"]
 
 RATE = 16000
@@ -117,17 +119,6 @@ class Example:
     labels_in_mix: list[str] = field(default_factory=list)
     snr_db: float = 0.0
     umbrella: bool = False  # ``label`` names an umbrella query (Corpus.umbrellas), not a corpus label
-
-
-def rms(x: np.ndarray) -> float:
-    """RMS over the active part (frames above -60 dB of the peak), so one-shots are not under-weighted."""
-    if x.size == 0:
-        return 0.0
-    peak = float(np.max(np.abs(x)))
-    if peak <= 0:
-        return 0.0
-    act = np.abs(x) > peak * 1e-3
-    return float(np.sqrt(np.mean(x[act] ** 2))) if act.any() else 0.0
 
 
 def umbrella_members(info: dict, labels: dict) -> list[str]:

@@ -4,6 +4,7 @@
   both terms floored at 1e-10.
 * ``si_sdr``: scale-invariant SDR with eps = float32 machine epsilon, as upstream.
 * ``sdri`` = sdr(ref, est) - sdr(ref, mixture).
+* ``rms``: RMS over the active part of a clip (the level measure of the mixer and few-shot learning).
 
 Checked against fast_bss_eval / the textbook definition in tests/test_metrics.py.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sdr", "si_sdr", "sdri"]
+__all__ = ["rms", "sdr", "si_sdr", "sdri"]
 
 
 def sdr(ref: np.ndarray, est: np.ndarray) -> float:
@@ -34,3 +35,14 @@ def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
 
 def sdri(ref: np.ndarray, est: np.ndarray, mixture: np.ndarray) -> float:
     return sdr(ref, est) - sdr(ref, mixture)
+
+
+def rms(x: np.ndarray) -> float:
+    """RMS over the active part (frames above -60 dB of the peak), so one-shots are not under-weighted."""
+    if x.size == 0:
+        return 0.0
+    peak = float(np.max(np.abs(x)))
+    if peak <= 0:
+        return 0.0
+    act = np.abs(x) > peak * 1e-3
+    return float(np.sqrt(np.mean(x[act] ** 2))) if act.any() else 0.0

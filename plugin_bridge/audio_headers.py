@@ -15,7 +15,10 @@ import struct
 
 from plugin_bridge.errors import AudioInputError
 
-__all__ = ["check_header", "WAV_CODECS"]
+__all__ = ["check_header", "WAV_CODECS", "MIN_RATE", "MAX_RATE"]
+
+#: sample rates the decoders handle; files far outside this range make them misbehave
+MIN_RATE, MAX_RATE = 8000, 192000
 
 #: WAV format tags the decoder handles safely -> (name, allowed bits per sample)
 WAV_CODECS = {1: ("PCM", (8, 16, 24, 32)), 3: ("IEEE float", (32, 64)), 6: ("A-law", (8,)), 7: ("mu-law", (8,))}
@@ -28,8 +31,6 @@ def _fail(path: str, msg: str):
 
 
 def _check_rate(path: str, what: str, rate: float) -> None:
-    from plugin_bridge.engine.reader import MAX_RATE, MIN_RATE  # decoders misbehave far outside this range
-
     if not MIN_RATE <= rate <= MAX_RATE:
         _fail(path, f"{what} header says a sample rate of {rate:g} Hz; supported: {MIN_RATE}-{MAX_RATE} Hz")
 

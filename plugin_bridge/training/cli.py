@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
         os.replace(tmp, args.export)
         print(f"exported {src} -> {args.export}")
         return 0
-    from plugin_bridge.models.training.train import TrainConfig, average_into_best, restore_resume, save_resume, train
+    from plugin_bridge.training.train import TrainConfig, average_into_best, restore_resume, save_resume, train
 
     if args.save_resume:
         sc = save_resume(args.run, args.save_resume)
@@ -143,6 +143,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from plugin_bridge.models.training.benchmark import run_benchmark
+    from plugin_bridge.training.benchmark import run_benchmark
 
     return run_benchmark(args)
