@@ -61,7 +61,7 @@ def session(tmp_path) -> Session:
 
 
 def test_seconds_round_trip_to_the_exact_sample():
-    from plugin_bridge.export.interchange import seconds_str, to_frames
+    from plugin_bridge.session.interchange import seconds_str, to_frames
 
     rng = np.random.default_rng(0)
     for rate in (8000, 22050, 44100, 48000, 88200, 96000, 192000):

@@ -46,7 +46,7 @@ from typing import Any
 
 from plugin_bridge.errors import OutputError
 from plugin_bridge.fileio import temp_prefix
-from plugin_bridge.export.interchange import (
+from plugin_bridge.session.interchange import (
     build_session, db_to_linear, linear_to_db, safe_name, seconds_str, sidecar_dict, timeline_clips, to_frames,
     valid_id,
 )

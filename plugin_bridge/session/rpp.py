@@ -32,7 +32,7 @@ import os
 import re
 import uuid
 
-from plugin_bridge.export.interchange import (
+from plugin_bridge.session.interchange import (
     build_session, db_to_linear, linear_to_db, seconds_str, sidecar_dict, timeline_clips, to_frames,
 )
 from plugin_bridge.session.model import Session, SessionError

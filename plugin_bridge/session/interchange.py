@@ -1,4 +1,4 @@
-"""Shared helpers for DAW project import/export (DAWproject, Reaper RPP).
+"""Shared helpers of the session's DAW project import/export (``dawproject.py``, ``rpp.py``).
 
 Time: positions are integer session frames.  Both formats store seconds as a double; we write the
 shortest decimal that reads back as the same double (Python ``repr``) and convert back with
@@ -65,7 +65,7 @@ def linear_to_db(lin: float) -> float:
 
 
 def _probe(path: str) -> tuple[int, int, int]:
-    from plugin_bridge.engine.reader import probe  # header checks first: a damaged file is a message
+    from plugin_bridge.audio_io import probe  # header checks first: a damaged file is a message
 
     info = probe(path)
     return info.sample_rate, info.channels, info.frames
