@@ -22,12 +22,26 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
-stamp="$VENV/.installed-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$(sha256sum < pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  # pip's own output (resolver notes, build-backend notices) goes to a log, shown only when a step fails.
+  log="$VENV/setup.log"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>/dev/null || true
+  : > "$log"
+  step() {  # step DESCRIPTION COMMAND...: run one install step quietly; on failure show the log's end
+    echo "setup: $1"
+    shift
+    if ! "$@" >> "$log" 2>&1; then
+      echo "setup: FAILED; the last lines of $log:" >&2
+      tail -n 40 "$log" >&2
+      exit 1
+    fi
+  }
+  "$VENV/bin/python" -m pip install -q --upgrade pip >> "$log" 2>&1 || true
   # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[gui,test,corpus]"
+  step "installing torch 2.13.0 (CPU) into $VENV" "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  step "installing plugin-bridge (editable) with the gui, test and corpus extras" \
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[gui,test,corpus]"
   rm -f "$VENV"/.installed-* && touch "$stamp"
+  echo "setup: ready: $("$VENV/bin/python" -c 'import plugin_bridge, sys; print(f"plugin-bridge {plugin_bridge.__version__}, Python {sys.version.split()[0]}")') in $VENV ($VENV/bin/plugin-bridge --help)"
 fi
