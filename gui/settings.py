@@ -19,7 +19,7 @@ from PyQt6.QtWidgets import (
     QLabel, QLineEdit, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from plugin_bridge.session.history import data_dir
+from plugin_bridge.paths import data_dir
 from plugin_bridge.session.model import DEFAULT_SETTINGS, atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -22,23 +22,15 @@ from typing import Callable
 import numpy as np
 
 from plugin_bridge.audio_io import open_audio
+from plugin_bridge.paths import cache_dir
 
-__all__ = ["BLOCK0", "FACTOR", "Overview", "OverviewCache", "cache_dir", "compute_overview", "read_samples",
+__all__ = ["BLOCK0", "FACTOR", "Overview", "OverviewCache", "compute_overview", "read_samples",
            "sample_envelope"]
 
 BLOCK0 = 256          # frames per block at level 0
 FACTOR = 4            # each level reduces FACTOR blocks of the level below
 CHUNK = BLOCK0 * 4096  # frames read at a time while computing
 FORMAT_VERSION = 1
-
-
-def cache_dir() -> str:
-    env = os.environ.get("PLUGIN_BRIDGE_CACHE")
-    if env:
-        return env
-    import platformdirs
-
-    return platformdirs.user_cache_dir("plugin-bridge", "plugin-bridge")
 
 
 def _key(path: str) -> str:

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ DEFAULT_CONFIG = ResUNetConfig(
     encoder_channels=(12, 24, 48, 96, 192), encoder_pools=((2, 2), (2, 2), (2, 2), (2, 2), (1, 2)),
     bottleneck_channels=192, mask="complex", input_transform="log1p",
 )
+
+
+def model_fingerprint(model) -> str:
+    """Hash of a network's config and tensors (identifies in-memory weights, e.g. for exported-graph caches)."""
+    h = hashlib.sha256(model.cfg.to_json().encode())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
 
 
 @dataclass
@@ -71,8 +81,6 @@ class LoadedModel:
         e.g. for caches of exported graphs; reading it never imports torch for a file-backed model."""
         if self._weights_hash:
             return self._weights_hash[:20]
-        from plugin_bridge.engine.backends import model_fingerprint
-
         return model_fingerprint(self.net)
 
     def encoder(self):

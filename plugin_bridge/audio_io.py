@@ -10,6 +10,7 @@
 * ``write_audio(path, audio, rate, bit_depth)``: a whole file written to a hidden temporary next to
   ``path`` and renamed into place (``fileio.atomic_path``); ``open_writer`` does the same for a file
   written block by block.
+* ``resample(x, rate, target)``: (channels, frames) arrays to another rate (Pedalboard's streaming resampler).
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from pedalboard.io import AudioFile
+from pedalboard import Resample
+from pedalboard.io import AudioFile, StreamResampler
 
 from plugin_bridge.audio_headers import MAX_RATE, MIN_RATE, check_header
 from plugin_bridge.errors import AudioInputError
 from plugin_bridge.fileio import atomic_path
 
 __all__ = ["AudioInfo", "StreamReader", "open_audio", "probe", "read_all", "write_audio", "open_writer",
-           "READ_EXTENSIONS", "MIN_RATE", "MAX_RATE"]
+           "resample", "READ_EXTENSIONS", "MIN_RATE",
+           "MAX_RATE"]
 
 READ_EXTENSIONS = (".wav", ".wave", ".bwf", ".aif", ".aiff", ".aifc", ".flac", ".mp3", ".ogg")
 LOSSY_EXTENSIONS = (".mp3", ".ogg")
@@ -200,3 +203,15 @@ def write_audio(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24) ->
     with open_writer(path, rate, x.shape[0], bit_depth) as f:
         f.write(x)
     return path
+
+
+def resample(x: np.ndarray, rate: int, target: int, quality: str = "WindowedSinc16") -> np.ndarray:
+    """(C, n) at ``rate`` -> (C, round(n * target / rate)) at ``target`` (Pedalboard's streaming resampler)."""
+    n_out = int(round(x.shape[-1] * target / rate))
+    if rate == target:
+        return x
+    r = StreamResampler(float(rate), float(target), x.shape[0], getattr(Resample.Quality, quality))
+    y = np.concatenate([r.process(np.ascontiguousarray(x, np.float32)), r.process()], axis=1)
+    if y.shape[1] < n_out:
+        y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
+    return y[:, :n_out]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from plugin_bridge.engine.backends import OnnxBackend, TorchBackend, make_backend, model_fingerprint
+from plugin_bridge.engine.backends import OnnxBackend, TorchBackend, make_backend
+from plugin_bridge.models.registry import model_fingerprint
 from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
 from plugin_bridge.errors import PluginBridgeError
 from plugin_bridge.models.registry import LoadedModel

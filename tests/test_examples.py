@@ -84,7 +84,7 @@ def test_shipped_encoder_loads_in_the_default_models_space_and_is_small():
     v1, v2 = enc.encode(x, RATE), enc.encode(x, RATE)
     assert v1.shape == (384,) and np.array_equal(v1, v2) and abs(np.linalg.norm(v1) - 1) < 1e-5
     # odd rates and channel counts read as the same sound: 11025 Hz, 3 channels
-    from plugin_bridge.engine.spectral import resample
+    from plugin_bridge.audio_io import resample
 
     x3 = np.repeat(resample(x[None], RATE, 11025), 3, axis=0)
     assert float(enc.encode(x3, 11025) @ v1) > 0.97

@@ -7,4 +7,4 @@
 
 Every encoder caches embeddings on disk (platformdirs cache dir) keyed by encoder id + text.
 """
-from plugin_bridge.models.encoders.base import EmbeddingCache, QueryEncoder, cache_dir  # noqa: F401
+from plugin_bridge.models.encoders.base import EmbeddingCache, QueryEncoder  # noqa: F401

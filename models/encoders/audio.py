@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plugin_bridge.audio_io import StreamReader, probe, resample
 from plugin_bridge.errors import AudioInputError, CheckpointError
 
 __all__ = ["AudioEncoderConfig", "AudioEncoderNet", "AudioEncoder", "DEFAULT_AUDIO_WEIGHTS", "load_audio_encoder",
@@ -122,8 +123,6 @@ def _hash_state(state: dict[str, torch.Tensor], cfg: AudioEncoderConfig) -> str:
 
 def check_example(audio: np.ndarray, rate: int, what: str = "example") -> np.ndarray:
     """Validate a reference (C, n) or (n,) array and return it as a 16 kHz mono float32 vector."""
-    from plugin_bridge.engine.spectral import resample
-
     x = np.asarray(audio, np.float32)
     if x.ndim == 1:
         x = x[None]
@@ -166,8 +165,6 @@ class AudioEncoder:
         return self.encode_wave(check_example(audio, rate, what))
 
     def encode_file(self, path: str, start: float | None = None, end: float | None = None) -> np.ndarray:
-        from plugin_bridge.audio_io import StreamReader, probe
-
         info = probe(path)
         what = path if start is None and end is None else f"{path}@{start or 0:g}:{'' if end is None else f'{end:g}'}"
         a = 0 if start is None else int(round(start * info.sample_rate))

@@ -6,17 +6,9 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["QueryEncoder", "EmbeddingCache", "cache_dir"]
+from plugin_bridge.paths import cache_dir
 
-
-def cache_dir() -> str:
-    """Per-user cache folder (``PLUGIN_BRIDGE_CACHE`` overrides, e.g. for tests)."""
-    env = os.environ.get("PLUGIN_BRIDGE_CACHE")
-    if env:
-        return env
-    import platformdirs
-
-    return platformdirs.user_cache_dir("plugin-bridge", appauthor=False)
+__all__ = ["QueryEncoder", "EmbeddingCache"]
 
 
 class EmbeddingCache:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugin_bridge.errors import CheckpointError, EncoderUnavailableError
+from plugin_bridge.paths import data_dir
 from plugin_bridge.models.encoders.base import QueryEncoder
 
 __all__ = ["ClapTextEncoder", "ClapTextTower", "ROBERTA_BASE", "split_text_tower", "resolve_tokenizer_files",
@@ -52,12 +53,7 @@ _IGNORED = ("text_branch.embeddings.position_ids",)
 
 def user_tokenizer_dir() -> str:
     """``<plugin-bridge data dir>/tokenizers/roberta-base`` (``PLUGIN_BRIDGE_DATA`` overrides the data dir)."""
-    root = os.environ.get("PLUGIN_BRIDGE_DATA")
-    if not root:
-        import platformdirs
-
-        root = platformdirs.user_data_dir("plugin-bridge", appauthor=False)
-    return os.path.join(root, "tokenizers", "roberta-base")
+    return os.path.join(data_dir(), "tokenizers", "roberta-base")
 
 
 def _hf_cache_lookup(hf_cache_dir: str | None) -> tuple[str, str] | None:

@@ -18,7 +18,8 @@ import threading
 import numpy as np
 
 from plugin_bridge.errors import EncoderUnavailableError
-from plugin_bridge.models.encoders.base import QueryEncoder, cache_dir
+from plugin_bridge.models.encoders.base import QueryEncoder
+from plugin_bridge.paths import cache_dir
 
 _LOCK = threading.RLock()
 _MODEL = None   # (tokenizer, torch model)

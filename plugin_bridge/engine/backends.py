@@ -12,7 +12,6 @@ logits (B, C*K, T, F) float32.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import tempfile
 import threading
@@ -21,6 +20,7 @@ import warnings
 import numpy as np
 
 from plugin_bridge.errors import CheckpointError, PluginBridgeError
+from plugin_bridge.models.registry import model_fingerprint
 
 __all__ = ["TorchBackend", "OnnxBackend", "make_backend", "resolve_device"]
 
@@ -74,14 +74,6 @@ class TorchBackend:
 def _net_of(model):
     """A ``LoadedModel`` -> its torch network (loaded on demand); a network -> itself."""
     return model.net if hasattr(model, "encoder_id") else model
-
-
-def model_fingerprint(model) -> str:
-    h = hashlib.sha256(model.cfg.to_json().encode())
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
 
 
 def export_onnx(model, path: str) -> str:
@@ -142,7 +134,7 @@ class OnnxBackend:
             import onnxruntime as ort
         except ImportError:
             raise PluginBridgeError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
-        from plugin_bridge.models.encoders.base import cache_dir
+        from plugin_bridge.paths import cache_dir
 
         root = cache_root or os.path.join(cache_dir(), "onnx")
         key = model.weights_key() if hasattr(model, "weights_key") else model_fingerprint(model)

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.engine.examples import encoder_for
-from plugin_bridge.audio_io import READ_EXTENSIONS, StreamReader
-from plugin_bridge.engine.spectral import resample
+from plugin_bridge.audio_io import READ_EXTENSIONS, StreamReader, resample
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
 from plugin_bridge.metrics import rms, sdri
 from plugin_bridge.models.encoders.audio import MIN_EXAMPLE_SECONDS, SILENCE_DBFS
@@ -173,7 +172,6 @@ def make_mixtures(targets: list[np.ndarray], interferers: list[np.ndarray], n: i
 
 
 def _val_sdri(net, cond: torch.Tensor, mixes: np.ndarray, tgts: np.ndarray) -> float:
-
     with torch.inference_mode():
         est = forward_padded(net, torch.from_numpy(mixes)[:, None], cond[None].expand(len(mixes), -1))[:, 0].numpy()
     return float(np.median([sdri(t, e, m) for t, e, m in zip(tgts, est, mixes)]))
@@ -206,7 +204,6 @@ def learn_query(model, clips: list[np.ndarray], interferers: list[np.ndarray], n
     kind = "given"
     if start_vector is None:
         try:
-
             enc = encoder_for(model)
             v0 = np.mean([enc.encode_wave(c) for c in train], axis=0)
             start_vector, kind = v0 / max(np.linalg.norm(v0), 1e-9), "example"

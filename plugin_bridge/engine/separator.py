@@ -27,8 +27,8 @@ import numpy as np
 from plugin_bridge.engine.backends import make_backend
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP, OverlapAdd, align_unit, plan_segments
 from plugin_bridge.engine.masks import combine_masks, complex_masks, magnitude
-from plugin_bridge.audio_io import StreamReader
-from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, resample, stft
+from plugin_bridge.audio_io import StreamReader, resample
+from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
 

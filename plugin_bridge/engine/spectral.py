@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["Grid", "native_grid", "stft", "istft", "interp_mask_to_native", "high_band_fill", "resample"]
+__all__ = ["Grid", "native_grid", "stft", "istft", "interp_mask_to_native", "high_band_fill"]
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,3 @@ def interp_mask_to_native(mask: np.ndarray, model: Grid, native: Grid, n_frames:
     n_hi = n_native_bins - n_in
     hi = np.broadcast_to(fill[..., None].astype(out_in.dtype), (*fill.shape, n_hi))
     return np.concatenate([out_in, hi], axis=-1)
-
-
-def resample(x: np.ndarray, rate: int, target: int, quality: str = "WindowedSinc16") -> np.ndarray:
-    """(C, n) at ``rate`` -> (C, round(n * target / rate)) at ``target`` (Pedalboard's streaming resampler)."""
-    n_out = int(round(x.shape[-1] * target / rate))
-    if rate == target:
-        return x
-    from pedalboard import Resample
-    from pedalboard.io import StreamResampler
-
-    r = StreamResampler(float(rate), float(target), x.shape[0], getattr(Resample.Quality, quality))
-    y = np.concatenate([r.process(np.ascontiguousarray(x, np.float32)), r.process()], axis=1)
-    if y.shape[1] < n_out:
-        y = np.pad(y, ((0, 0), (0, n_out - y.shape[1])))
-    return y[:, :n_out]

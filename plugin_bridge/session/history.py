@@ -23,12 +23,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from plugin_bridge.paths import data_dir
 from plugin_bridge.session.model import (
     QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
     TRACK_KINDS, _COLOUR,
 )
 
-__all__ = ["Change", "History", "Autosaver", "Recoverable", "find_recoverable", "recover", "data_dir",
+__all__ = ["Change", "History", "Autosaver", "Recoverable", "find_recoverable", "recover",
            "autosave_dir"]
 
 _COLLECTIONS = ("tracks", "regions", "stems", "jobs")
@@ -589,16 +590,6 @@ class History:
 # --------------------------------------------------------------------------------------------------
 # autosave / crash recovery
 # --------------------------------------------------------------------------------------------------
-def data_dir() -> str:
-    """User data folder: $PLUGIN_BRIDGE_DATA, else the platform's user data dir."""
-    env = os.environ.get("PLUGIN_BRIDGE_DATA")
-    if env:
-        return env
-    import platformdirs
-
-    return platformdirs.user_data_dir("plugin-bridge", "plugin-bridge")
-
-
 def autosave_dir() -> str:
     return os.path.join(data_dir(), "autosave")
 

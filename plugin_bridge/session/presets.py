@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from plugin_bridge.errors import ConfigError
-from plugin_bridge.session.history import data_dir
+from plugin_bridge.paths import data_dir
 from plugin_bridge.session.model import (
     QuerySpec, SessionError, atomic_write_text, cached_validator, field_path, read_json, schema_error,
 )
