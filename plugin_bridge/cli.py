@@ -2,23 +2,29 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# (sub-command module, attribute): each module defines ``register(subparsers)`` which adds its
-# parser(s) and sets ``func`` (callable taking the parsed args, returning an exit code).
+from plugin_bridge import gui_cli
+from plugin_bridge.bench import cli as bench_cli
+from plugin_bridge.corpus import cli as corpus_cli
+from plugin_bridge.engine import cli as engine_cli
+from plugin_bridge.engine import learn_cli
+from plugin_bridge.errors import JobCancelled, PluginBridgeError
+from plugin_bridge.interrupts import SignalCancel
+from plugin_bridge.session import cli as session_cli
+from plugin_bridge.training import cli as training_cli
+
+# Each command module defines ``register(subparsers)``, which adds its parser(s) and sets ``func`` (a
+# callable taking the parsed args, returning an exit code); this order is the order of ``--help``.
 COMMAND_MODULES = [
-    "plugin_bridge.engine.cli",          # separate, bench
-    "plugin_bridge.engine.learn_cli",    # learn, learned
-    "plugin_bridge.corpus.cli",          # corpus build
-    "plugin_bridge.training.cli",  # train, benchmark
-    "plugin_bridge.session.cli",         # session run, presets, export
-    "plugin_bridge.gui_cli",             # gui
+    engine_cli,      # separate, batch
+    bench_cli,       # bench
+    learn_cli,       # learn, learned
+    corpus_cli,      # corpus build
+    training_cli,    # train, benchmark
+    session_cli,     # session run, presets, export
+    gui_cli,         # gui
 ]
-
-
-class UserError(Exception):
-    """An error with a message meant for the user (no traceback)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Language-queried source separation for audio post-production: type what you want "
                     "('dialogue', 'birds', 'piano') and get it as its own stem.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for modname in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name and modname.startswith(exc.name):
-                continue  # that part of the product is not built yet
-            raise
+    for mod in COMMAND_MODULES:
         mod.register(sub)
     return parser
 
@@ -44,9 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from plugin_bridge.errors import JobCancelled
-    from plugin_bridge.interrupts import SignalCancel
-
     sig = SignalCancel()
     args.cancel = sig  # commands that stop cleanly poll it between chunks
     try:
@@ -61,12 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"\ncancelled ({sig.name}): {exc}", file=sys.stderr)
         return sig.exit_code
-    except UserError as exc:
+    except PluginBridgeError as exc:  # every known failure is a subclass of it
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # every known failure is a subclass of PluginBridgeError
-        from plugin_bridge.errors import PluginBridgeError
-        if isinstance(exc, PluginBridgeError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise

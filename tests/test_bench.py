@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from plugin_bridge.engine.bench import (_emulate_upstream, format_table, make_bench_file, peak_rss_bytes,
-                                        run_bench, upstream_chunk_plan)
+from plugin_bridge.bench.speed import _emulate_upstream, make_bench_file, peak_rss_bytes, run_bench, upstream_chunk_plan
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.tables import format_table
 
 
 def _rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:

@@ -386,7 +386,7 @@ def test_overview_pyramid_values_and_disk_cache(tmp_path):
 def test_startup_shows_the_window_without_importing_torch(tmp_path):
     """The < 2 s start-up target is measured by `plugin-bridge bench --gui` (timings do not belong in
     unit tests on a shared 2-core machine); here: the window is shown and the model stack is not loaded."""
-    from plugin_bridge.engine.bench import GUI_STARTUP_CODE as code
+    from plugin_bridge.bench.gui import GUI_STARTUP_CODE as code
 
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

@@ -34,6 +34,7 @@ from typing import Callable, Iterable
 
 from plugin_bridge.errors import ConfigError, PluginBridgeError
 from plugin_bridge.fileio import file_sha256
+from plugin_bridge.tables import format_table
 
 __all__ = ["BatchJob", "BatchOptions", "JobResult", "read_manifest", "expand_inputs", "run_batch",
            "process_job", "job_outputs", "write_summary", "format_summary", "model_hash", "BatchProgress",
@@ -535,8 +536,6 @@ def _summary_rows(results: list[JobResult]) -> list[dict]:
 
 
 def format_summary(results: list[JobResult]) -> str:
-    from plugin_bridge.engine.bench import format_table
-
     rows = [[r.status, os.path.basename(r.input) or r.where, f"{r.audio_seconds:.1f}", f"{r.seconds:.1f}",
              (r.message if r.status == "failed" else str(len(r.outputs)) + " file(s)")[:100]] for r in results]
     n = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}

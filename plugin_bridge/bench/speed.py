@@ -1,7 +1,7 @@
 """``plugin-bridge bench``: speed (real-time factor) and peak memory per backend, measured cleanly.
 
 Every measurement runs ``Separator.separate_file`` in its own child process (``python -m
-plugin_bridge.engine.bench child ...``), so the peak resident set size (``getrusage`` max RSS of that
+plugin_bridge.bench.speed child ...``), so the peak resident set size (``getrusage`` max RSS of that
 child, or psutil's peak working set on Windows) belongs to that run alone.  The input is a generated
 48 kHz stereo file (tones + noise), streamed to a temp folder in 10 s blocks, so even a 2 h file never
 sits in memory.
@@ -31,6 +31,7 @@ import numpy as np
 
 from plugin_bridge.audio_io import open_writer
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS
+from plugin_bridge.tables import format_table
 
 __all__ = ["run_bench", "make_bench_file", "upstream_chunk_plan", "peak_rss_bytes", "format_table"]
 
@@ -212,7 +213,7 @@ def _child(spec: dict) -> dict:
 def _run_child(spec: dict, timeout: float | None = None) -> dict:
     if spec.get("kind") == "separate" and spec.get("backend") == "onnx":
         _run_child({**spec, "kind": "prepare"}, timeout)
-    cmd = [sys.executable, "-m", "plugin_bridge.engine.bench", "child", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "plugin_bridge.bench.speed", "child", json.dumps(spec)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     for line in p.stdout.splitlines():
         if line.startswith(RESULT_TAG):
@@ -223,14 +224,6 @@ def _run_child(spec: dict, timeout: float | None = None) -> dict:
 
 
 # -- output ----------------------------------------------------------------------------------------------
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
 
 def _mb(b: int) -> str:
     return f"{b / 2 ** 20:.0f}"
@@ -381,41 +374,7 @@ def run_bench(args) -> int:
                   f"{'met' if ratio >= 2 else 'NOT met'}); ours writes 48 kHz stereo stem + residual, "
                   "upstream 32 kHz mono stem only", file=out, flush=True)
 
-        if getattr(args, "gui", False):
-            times = gui_startup_seconds()
-            if times:
-                print(f"\n[desktop app start-up, window visible, offscreen] median {sorted(times)[len(times) // 2]:.2f} s "
-                      f"over {len(times)} cold starts (target < 2 s); model loads lazily", file=out, flush=True)
     return 0
-
-
-GUI_STARTUP_CODE = (
-    "import sys, time\n"
-    "t0 = time.perf_counter()\n"
-    "from plugin_bridge.gui.app import create_app\n"
-    "from plugin_bridge.gui.mainwindow import MainWindow\n"
-    "app = create_app()\n"
-    "w = MainWindow()\n"
-    "w.show(); app.processEvents()\n"
-    "print(time.perf_counter() - t0, 'torch' in sys.modules, w.isVisible())\n")
-
-
-def gui_startup_seconds(runs: int = 3) -> list[float]:
-    """Cold start of the desktop app in fresh interpreters (window shown), in seconds."""
-    import subprocess
-
-    try:
-        import PyQt6  # noqa: F401
-    except ImportError:
-        return []
-    env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
-    out = []
-    for _ in range(runs):
-        r = subprocess.run([sys.executable, "-c", GUI_STARTUP_CODE], capture_output=True, text=True, env=env,
-                           timeout=120)
-        if r.returncode == 0:
-            out.append(float(r.stdout.split()[0]))
-    return out
 
 
 def _main(argv: list[str]) -> int:

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from plugin_bridge.engine.bench import RESULT_TAG, format_table, make_bench_file
+from plugin_bridge.bench.speed import RESULT_TAG, make_bench_file
+from plugin_bridge.tables import format_table
 
 QUERY = "a person speaking"
 PHASES = ["interpreter", "imports", "model_load", "encoder", "read", "network", "write", "other", "total"]
@@ -70,7 +71,7 @@ def _startup_child(spec: dict) -> dict:
 
 def _child_json(args: list[str], env=None, timeout=300) -> tuple[dict, float]:
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "plugin_bridge.engine.bench_extra", *args], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "plugin_bridge.bench.startup", *args], capture_output=True,
                        text=True, env=env, timeout=timeout)
     wall = time.perf_counter() - t
     for line in p.stdout.splitlines():
