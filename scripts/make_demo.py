@@ -9,7 +9,7 @@ Tracks (mono, 48 kHz, 24-bit FLAC, 12 s):
 Plus CREDITS.md.  Needs: flite, the fluid-soundfont-gm package, pyfluidsynth, soundfile, scipy; the 0ad-data
 .deb is downloaded (never installed) into --scratch if it is not there yet.
 
-    python scripts/make_demo.py [--out plugin_bridge/data/demo] [--scratch /work/scratch]
+    python scripts/make_demo.py --manifest CORPUS/manifest.jsonl [--out plugin_bridge/data/demo] [--scratch DIR]
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from plugin_bridge.corpus.build import default_scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -155,10 +157,12 @@ SHA-256 of the files: see `SHA256SUMS`.
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "plugin_bridge" / "data" / "demo")
-    ap.add_argument("--scratch", type=Path, default=Path("/work/scratch"))
-    ap.add_argument("--manifest", type=Path, default=Path("/work/corpus/manifest.jsonl"),
-                    help="corpus manifest, only used to report the fx file's split in CREDITS.md")
+    ap.add_argument("--scratch", type=Path, default=None,
+                    help="where the 0ad-data package is unpacked (default: the corpus build's scratch folder)")
+    ap.add_argument("--manifest", type=Path, required=True,
+                    help="corpus manifest (CORPUS/manifest.jsonl), only used to report the fx file's split in CREDITS.md")
     args = ap.parse_args(argv)
+    args.scratch = args.scratch or default_scratch()
     import soundfile as sf
     from plugin_bridge.corpus.sources import dpkg_version, deb_version
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 """Write models/weights/MODEL_CARD.md from measured facts (never typed by hand).
 
     python scripts/make_model_card.py --corpus-summary models/weights/corpus_summary.json \
-        --run /work/runs/default --benchmark bench_dev.json --speed speed.json
+        --run runs/default --benchmark bench_dev.json --speed speed.json
 
 Every number in the card comes from one of those files: the corpus summary (``plugin-bridge corpus
 build``), the training log (``log.jsonl`` of the run), the benchmark JSON (``plugin-bridge benchmark
@@ -233,7 +233,6 @@ def main() -> int:
                 w(f"* {k}: {v}")
         w("")
     w("## Training\n")
-    last = log[-1] if log else {}
     steps = max((r.get("step", 0) for r in log), default=0)
     hours = max((r.get("hours", 0.0) for r in log), default=0.0)
     w(f"* Steps: {steps} (batch 16 x 3 s mixtures), {hours:.2f} h of wall time on the 2-core CPU machine "

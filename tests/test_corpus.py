@@ -208,7 +208,7 @@ def test_cli_registers_corpus_build():
     args = ap.parse_args(["corpus", "build", "--out", "/tmp/x", "--families", "instruments",
                           "--max-minutes-per-label", "2", "--jobs", "1"])
     assert callable(args.func) and args.out == Path("/tmp/x") and args.jobs == 1
-    bad = ap.parse_args(["corpus", "build", "--families", "nonsense"])
+    bad = ap.parse_args(["corpus", "build", "--out", "/tmp/x", "--families", "nonsense"])
     with pytest.raises(PluginBridgeError):
         bad.func(bad)
 

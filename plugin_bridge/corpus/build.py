@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,12 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from plugin_bridge.paths import cache_dir
+
 from . import dedup, sources
 from .common import (FAMILIES, SR, ClipMeta, PartWriter, assign_splits, atomic_write_text, check_row, cut_pieces,
                      dbfs, load_audio, load_excerpts, manifest_row, normalise, short_hash, trim_silence, write_clip, write_jsonl_atomic)
 
-DEFAULT_OUT = Path("/work/corpus")
-DEFAULT_SCRATCH = Path("/work/scratch")
+
+
+def default_scratch() -> Path:
+    """Where .deb files are downloaded and unpacked unless the caller says: ``<user cache>/corpus-scratch``."""
+    return Path(cache_dir()) / "corpus-scratch"
 
 # environmental + real-speech packages, in priority order (earlier wins when duplicates are found)
 REAL_PACKAGES = ["0ad-data", "widelands-data", "megaglest-data", "ufoai-sound", "minetest-data",
@@ -322,7 +325,7 @@ def _concat_pool(out, writer, pkg, version, label, split, gender, language, pool
 
 # ----------------------------------------------------------------------------- generated families
 def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str | None,
-                     msg_font: str | None = None, msg_minutes: float = 10.0, scratch: str = "/work/scratch",
+                     msg_font: str | None = None, msg_minutes: float = 10.0, scratch: str | None = None,
                      hydrogen_minutes: float = 0.0) -> str:
     from . import render
     m21 = None
@@ -333,7 +336,7 @@ def _run_instruments(out: str, labels: list[str], minutes: float, m21_path: str 
         render.render_label(Path(out), Path(out) / "parts", lab, minutes, m21_material=m21, log=log,
                             msg_font=msg_font, msg_minutes=msg_minutes)
         if lab == "drums" and hydrogen_minutes > 0:
-            render.render_hydrogen(Path(out), Path(out) / "parts", Path(scratch), hydrogen_minutes, log=log)
+            render.render_hydrogen(Path(out), Path(out) / "parts", Path(scratch or default_scratch()), hydrogen_minutes, log=log)
     return f"instruments {labels}"
 
 
@@ -349,7 +352,6 @@ def _run_tts(out: str, scratch: str, voice_names: list[str], minutes_scale: floa
 
 
 def ensure_text_packages(scratch: Path) -> None:
-    from . import tts
     pkgs = ["fortunes", "fortunes-min", "fortunes-de", "fortunes-es", "fortunes-it", "fortunes-ru", "fortunes-pl",
             "fortunes-cs", "wfrench", "wportuguese", "wdutch", "wswedish", "wdanish", "wnorwegian", "wbulgarian",
             "wukrainian", "wcatalan", "witalian", "wspanish", "wngerman", "wpolish", "dict-freedict-fin-eng"]
@@ -473,7 +475,7 @@ def drop_thin_labels(rows: list[dict]) -> tuple[list[dict], dict[str, str]]:
     return [r for r in rows if r["label"] not in dropped], dropped
 
 
-def write_manifest(out: Path, labels_json: bool | Path = True) -> list[dict]:
+def write_manifest(out: Path, labels_json: bool | Path = True, scratch: Path | None = None) -> list[dict]:
     """Rewrite manifest.jsonl + summary.json (+ labels.json) from the parts.  ``labels_json``: True = write
     DIR/labels.json and the repo's models/training/labels.json; a Path = write DIR/labels.json and that
     file; False = DIR/labels.json only."""
@@ -490,7 +492,7 @@ def write_manifest(out: Path, labels_json: bool | Path = True) -> list[dict]:
         check_row(r)
         uniq.append(r)
     write_jsonl_atomic(out / "manifest.jsonl", uniq)
-    summ = summarise(uniq, out)
+    summ = summarise(uniq, out, scratch)
     summ["dropped_labels"] = dropped
     atomic_write_text(out / "summary.json", json.dumps(summ, indent=2, ensure_ascii=False) + "\n")
     from .vocab import write_labels_json
@@ -513,7 +515,7 @@ def prune_orphans(out: Path) -> int:
     return n
 
 
-def summarise(rows: list[dict], out: Path | None = None) -> dict:
+def summarise(rows: list[dict], out: Path | None = None, scratch: Path | None = None) -> dict:
     def agg(key):
         d: dict[str, dict] = defaultdict(lambda: {"clips": 0, "minutes": 0.0})
         for r in rows:
@@ -521,7 +523,7 @@ def summarise(rows: list[dict], out: Path | None = None) -> dict:
             d[k]["clips"] += 1
             d[k]["minutes"] += r["duration"] / 60
         return {k: {"clips": v["clips"], "minutes": round(v["minutes"], 2)} for k, v in sorted(d.items())}
-    att = attributions(rows, out)
+    att = attributions(rows, out, scratch)
     return {
         "clips": len(rows),
         "minutes": round(sum(r["duration"] for r in rows) / 60, 2),
@@ -544,9 +546,9 @@ def _groups(rows):
     return g
 
 
-def attributions(rows: list[dict], out: Path | None = None) -> list[dict]:
+def attributions(rows: list[dict], out: Path | None = None, scratch: Path | None = None) -> list[dict]:
     """CC-BY / CC-BY-SA packages used, with the copyright holders debian/copyright names for them."""
-    scratch_x = DEFAULT_SCRATCH / "x"
+    scratch_x = Path(scratch or default_scratch()) / "x"
     res = []
     pk = defaultdict(set)
     for r in rows:
@@ -566,7 +568,7 @@ def attributions(rows: list[dict], out: Path | None = None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- entry point
-def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: set[str] | None = None,
+def build(out: Path, scratch: Path | None = None, families: set[str] | None = None,
           max_minutes: float | None = None, jobs: int = 2, inst_minutes: float = 40.0, tts_scale: float = 1.0,
           packages: list[str] | None = None, ready_marker: bool = True,
           labels_json: bool | Path | None = None, prune: bool = False) -> dict:
@@ -575,7 +577,7 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
     if bad:
         raise sources.CorpusError(f"unknown families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
     out = Path(out)
-    scratch = Path(scratch)
+    scratch = Path(scratch or default_scratch())
     out.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
     if not sources.LABEL_RULES.exists():
@@ -592,9 +594,9 @@ def build(out: Path = DEFAULT_OUT, scratch: Path = DEFAULT_SCRATCH, families: se
         build_real(out, scratch, real_fams, max_minutes, packages)
         # the repo's vocabulary is only written once every family is in (a partial one would drop labels
         # from training and flag known concepts in the app, should anything read it mid-build)
-        write_manifest(out, labels_json=False)
+        write_manifest(out, labels_json=False, scratch=scratch)
     build_generated(out, scratch, families, max_minutes, jobs, inst_minutes, tts_scale)
-    rows = write_manifest(out, labels_json=lj)
+    rows = write_manifest(out, labels_json=lj, scratch=scratch)
     if prune:
         log(f"pruned {prune_orphans(out)} clip files not in the manifest")
     fams = {r["family"] for r in rows}

@@ -13,9 +13,10 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="corpus_command", metavar="ACTION")
     b = sub.add_parser("build", help="build or resume the training corpus",
                        description="Build (resumable, deterministic) clips/, manifest.jsonl and summary.json.")
-    b.add_argument("--out", type=Path, default=Path("/work/corpus"), help="corpus directory (default /work/corpus)")
-    b.add_argument("--scratch", type=Path, default=Path("/work/scratch"),
-                   help="where .deb files are downloaded and unpacked (default /work/scratch)")
+    b.add_argument("--out", type=Path, required=True, help="corpus directory (created; rerun to resume)")
+    b.add_argument("--scratch", type=Path, default=None,
+                   help="where .deb files are downloaded and unpacked (default: the user cache folder's "
+                        "corpus-scratch, e.g. ~/.cache/plugin-bridge/corpus-scratch; $PLUGIN_BRIDGE_CACHE moves it)")
     b.add_argument("--families", default=",".join(FAMILIES),
                    help="comma-separated subset of: " + ", ".join(FAMILIES))
     b.add_argument("--max-minutes-per-label", type=float, default=None,

@@ -6,7 +6,6 @@ Beethoven/Mozart/Haydn quartets are reserved for evaluation and are never read h
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -718,7 +717,6 @@ def render_hydrogen(out_dir: Path, parts_dir: Path, scratch: Path, minutes_per_k
                     log=print) -> float:
     """Real recorded drum kits (hydrogen-drumkits, train kits only) played with the generated grooves."""
     from .common import load_audio
-    from .sources import download_and_unpack
     import subprocess
     root = Path(scratch) / "x" / HYDROGEN_PACKAGE
     if not (root / HYDROGEN_DIR).exists():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SR, ClipMeta, PartWriter, cut_pieces, load_audio, manifest_row, short_hash, split_of, \
+from .common import ClipMeta, PartWriter, cut_pieces, load_audio, manifest_row, short_hash, split_of, \
     trim_silence, write_clip
 
 RESERVED_VOICES = {"slt", "cmu_us_slt_arctic_hts", "upc_ca_ona_hts", "ona", "joe", "jf_gongitsune", "jf_tebukuro"}

@@ -1,6 +1,6 @@
 """Train the audio example encoder (``models/encoders/audio.py``) on the corpus, on CPU.
 
-    python -m plugin_bridge.training.audio_encoder --corpus /work/corpus_v1 \
+    python -m plugin_bridge.training.audio_encoder --corpus corpus \
         --out models/weights/audio_encoder.safetensors --minutes 18 --threads 1 [--holdout a,b]
 
 1. Features: every clip of the split is read once (16 kHz FLAC), at most ``--max-seconds`` of it (a random

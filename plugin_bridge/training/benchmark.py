@@ -107,7 +107,6 @@ def oracle_irm(mixture: np.ndarray, target: np.ndarray, rate: int, model_grid) -
 
 
 def _read_mono(path: str) -> tuple[np.ndarray, int]:
-
     x, sr = read_all(path)
     return x.mean(axis=0), sr
 
@@ -137,7 +136,6 @@ def _record(r: dict, mix: np.ndarray, tgt: np.ndarray, est: np.ndarray) -> dict:
 
 
 def score_set(set_dir: str, separator, progress=None) -> list[dict]:
-
     rows = _read_manifest(set_dir)
     out = []
     for i, r in enumerate(rows):
@@ -254,7 +252,6 @@ def format_table(summary: dict) -> str:
 
 
 def run_benchmark(args) -> int:
-
     if args.make_dev:
         make_dev_set(args.make_dev, args.set_dir, per_family=args.per_family, three_source=args.three_source,
                      per_umbrella=args.per_umbrella, labels_json=getattr(args, "labels_json", None))

@@ -1,10 +1,23 @@
-"""``plugin-bridge train`` and ``plugin-bridge benchmark``."""
+"""``plugin-bridge train`` and ``plugin-bridge benchmark``.
+
+The trainer, the benchmark and the model registry are imported when a command runs, not when the
+parser is built: they import torch, which would add ~3 s (torch alone ~2 s) to every ``plugin-bridge`` start
+(``python -X importtime -c "import plugin_bridge.training.train"``).
+"""
 from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+from plugin_bridge.corpus.common import FAMILIES
+from plugin_bridge.errors import ConfigError, PluginBridgeError
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the embedded default separator on the corpus (resumable)")
-    p.add_argument("--corpus", default="/work/corpus", help="corpus folder from 'plugin-bridge corpus build'")
+    p.add_argument("--corpus", default=None,
+                   help="corpus folder from 'plugin-bridge corpus build' (needed to train or average)")
     p.add_argument("--run", default="runs/default", help="run folder (checkpoints, logs); rerun to resume")
     p.add_argument("--labels-json", default=None,
                    help="label vocabulary (default models/training/labels.json, the shipped model's)")
@@ -72,9 +85,6 @@ def parse_family_weights(text: str | None) -> dict[str, float] | None:
     """``instruments=0.5,speech=0.2`` -> {"instruments": 0.5, "speech": 0.2}; unknown families are an error."""
     if not text:
         return None
-    from plugin_bridge.corpus.common import FAMILIES
-    from plugin_bridge.errors import ConfigError
-
     out: dict[str, float] = {}
     for part in text.split(","):
         name, sep, val = part.partition("=")
@@ -93,14 +103,9 @@ def parse_family_weights(text: str | None) -> dict[str, float] | None:
 
 
 def cmd_train(args) -> int:
-    import os
-    import shutil
-
     if args.export:
         src = os.path.join(args.run, "best.safetensors")
         if not os.path.exists(src):
-            from plugin_bridge.errors import PluginBridgeError
-
             raise PluginBridgeError(f"{src} does not exist yet: no validation has improved on the run so far")
         from plugin_bridge.models.registry import load_safetensors_model
 
@@ -118,6 +123,8 @@ def cmd_train(args) -> int:
         return 0
     if args.resume_from and not os.path.exists(os.path.join(args.run, "state.pt")):
         print(f"rebuilt {args.run}/state.pt from {args.resume_from} (step {restore_resume(args.resume_from, args.run)})")
+    if not args.corpus:
+        raise ConfigError("train: --corpus is required (a folder written by 'plugin-bridge corpus build')")
 
     if args.average_last is not None:
         cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
@@ -132,8 +139,6 @@ def cmd_train(args) -> int:
                       loss=args.loss, ema=args.ema, umbrella_fraction=args.umbrella_fraction)
     if args.labels_json:
         cfg.labels_json = args.labels_json
-    import dataclasses
-
     from plugin_bridge.models.registry import DEFAULT_CONFIG
 
     model_cfg = dataclasses.replace(DEFAULT_CONFIG, film_gamma=True) if args.film_gamma else DEFAULT_CONFIG

@@ -1,6 +1,6 @@
 """Measure example queries against text queries on dev mixtures with the shipped separator (the card's table).
 
-    python -m plugin_bridge.training.example_eval --corpus /work/corpus_v1 --n 150 --json out.json
+    python -m plugin_bridge.training.example_eval --corpus corpus --n 150 --json out.json
 
 Each dev mixture: a 3 s stretch of a target clip plus 1-2 interferer clips of other groups (the training
 mixer's rules: active-RMS matching, target-to-interference ratio uniform in [-10, +10] dB, no augmentation).

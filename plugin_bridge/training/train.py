@@ -1,6 +1,6 @@
 """Training loop for the embedded default separator (CPU or CUDA, resumable).
 
-    plugin-bridge train --corpus /work/corpus --run runs/default [--max-hours 2] [--device auto]
+    plugin-bridge train --corpus corpus --run runs/default [--max-hours 2] [--device auto]
 
 * on-the-fly mixtures (``mixer.py``), text queries embedded once with the default encoder (MiniLM);
 * L1 waveform loss (as AudioSep) normalised by each mixture's level, AdamW, warm-up then cosine decay over ``--planned-steps``;
@@ -26,6 +26,7 @@ import torch
 
 import plugin_bridge.models
 from plugin_bridge.engine.backends import resolve_device
+from plugin_bridge.errors import ConfigError
 from plugin_bridge.models.encoders.minilm import MiniLMEncoder
 from plugin_bridge.models.registry import DEFAULT_CONFIG, load_state_strict, save_safetensors_model
 from plugin_bridge.models.losses import LOSSES
@@ -39,7 +40,7 @@ LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(plugin_bridge.models.
 
 @dataclass
 class TrainConfig:
-    corpus: str = "/work/corpus"
+    corpus: str = ""  # folder written by `plugin-bridge corpus build`; train() requires it
     run: str = "runs/default"
     labels_json: str = LABELS_JSON
     batch: int = 16
@@ -288,14 +289,14 @@ def restore_resume(bundle: str, run: str) -> int:
 
 
 def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=None, log=print) -> dict:
-
+    if not cfg.corpus:
+        raise ConfigError("TrainConfig.corpus: no corpus folder given (one written by 'plugin-bridge corpus build')")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.run, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if encoder is None:
-
         encoder = MiniLMEncoder()
     train_corpus = Corpus.load(cfg.corpus, "train", cfg.labels_json)
     mixer = Mixer(train_corpus, MixerConfig(seconds=cfg.seconds, family_weights=cfg.family_weights,
@@ -490,7 +491,6 @@ def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> d
     ``best.safetensors`` when it scores higher than the current best (the run's state follows)."""
     net, steps = average_snapshots(cfg.run, last)
     if encoder is None:
-
         encoder = MiniLMEncoder()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
