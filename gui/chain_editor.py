@@ -8,10 +8,9 @@ from __future__ import annotations
 import copy
 import os
 
-from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-    QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
+    QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
 )
 
 LABELS = {"gain": "Gain", "highpass": "High-pass", "lowpass": "Low-pass", "lowshelf": "Low shelf",

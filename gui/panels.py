@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from PyQt6.QtCore import QMimeData, QSize, Qt, pyqtSignal
+from PyQt6.QtCore import QMimeData, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QDrag, QIcon, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView, QColorDialog, QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,

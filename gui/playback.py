@@ -16,10 +16,9 @@ No Qt in this module; the GUI polls ``position`` with a timer.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -190,9 +189,7 @@ class StreamSource:
             return True
         lo, hi = self.window
         i0, i1 = max(a, 0), min(b, self.frames)
-        if lo <= i0 and i1 <= hi:
-            src = None
-        else:
+        if not (lo <= i0 and i1 <= hi):
             head = self.head
             if head is not None and head[0] <= i0 and i1 <= head[0] + head[1].shape[0]:
                 out[:n] = 0.0

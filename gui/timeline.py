@@ -17,7 +17,7 @@ import numpy as np
 from PyQt6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl, pyqtSignal, QObject
 from PyQt6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import (
-    QApplication, QFrame, QHBoxLayout, QLabel, QMenu, QScrollArea, QScrollBar, QSizePolicy, QToolButton,
+    QApplication, QFrame, QHBoxLayout, QLabel, QScrollArea, QScrollBar, QSizePolicy, QToolButton,
     QVBoxLayout, QWidget,
 )
 

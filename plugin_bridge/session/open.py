@@ -11,12 +11,12 @@ Opening reads only headers (``plugin_bridge.audio_io.probe``); audio is never mo
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 
 from plugin_bridge.audio_io import READ_EXTENSIONS, probe
 from plugin_bridge.errors import AudioInputError, ConfigError
+from plugin_bridge.session import dawproject, rpp
 from plugin_bridge.session.model import SESSION_SUFFIX, Session, Track
 
 __all__ = ["open_session", "open_folder", "open_audio_file", "session_from_files", "check_media",
@@ -92,16 +92,6 @@ def open_audio_file(path: str, warnings: list[str] | None = None) -> Session:
     return session_from_files([path], _session_name(path), warnings)
 
 
-def _importer(modname: str, what: str):
-    try:
-        mod = importlib.import_module(modname)
-    except ModuleNotFoundError as exc:
-        if exc.name and modname.startswith(exc.name):
-            raise ConfigError(f"{what} import is not available in this installation") from None
-        raise
-    return mod
-
-
 def open_session(path: str, warnings: list[str] | None = None) -> Session:
     """Open anything a user may point at: folder, audio file, ``*.pbsession.json``, ``.dawproject``,
     ``.rpp``.  Raises ``SessionError``/``ConfigError``/``AudioInputError`` with a readable message."""
@@ -116,9 +106,9 @@ def open_session(path: str, warnings: list[str] | None = None) -> Session:
             warnings.extend(check_media(s))
         return s
     if low.endswith(".dawproject"):
-        return _importer("plugin_bridge.session.dawproject", "DAWproject").load(path)
+        return dawproject.load(path)
     if low.endswith(".rpp"):
-        return _importer("plugin_bridge.session.rpp", "Reaper project").load(path)
+        return rpp.load(path)
     if is_audio_file(path):
         return open_audio_file(path, warnings)
     raise ConfigError(f"{path}: not something plugin-bridge opens; use a folder of audio files, an audio file "

@@ -113,7 +113,7 @@ def save(session: Session, path: str, *, absolute_paths: bool = False, sidecar: 
     clip_list = timeline_clips(session)
     clips = {c.track.id: c for c in clip_list}
     order = _ordered(session)
-    lines = [f'<REAPER_PROJECT 0.1 "6.0/plugin-bridge" 0', f"  SAMPLERATE {rate} 0 0", "  TIMELOCKMODE 1"]
+    lines = ['<REAPER_PROJECT 0.1 "6.0/plugin-bridge" 0', f"  SAMPLERATE {rate} 0 0", "  TIMELOCKMODE 1"]
     if sidecar:
         lines.append("  <NOTES 0 2")
         lines.append(f"    |{NOTES_MARKER}")
