@@ -301,7 +301,7 @@ class Session:
         """Validate (after migrating older versions) and build a Session.  Raises ``SessionError``."""
         data = SESSION_DOCUMENT.migrate(data, source)
         validate(data, source)
-        return shape.from_dict(cls, {k: v for k, v in data.items() if k not in _HEADER}, base_dir)
+        return shape.from_dict(cls, data, base_dir)  # reads the dataclass fields; the header is not one
 
     def to_json(self, base_dir: str | None = None) -> str:
         return SESSION_DOCUMENT.dumps(self.to_dict(base_dir))
@@ -344,7 +344,6 @@ def atomic_write_text(path: str, text: str) -> None:
     write_text_atomically(path, text, suffix=".json")
 
 
-_HEADER = ("schema_version", "format")
 SESSION_FORMAT = "plugin-bridge-session"
 
 SESSION_SCHEMA: dict = shape.object_schema(Session)
