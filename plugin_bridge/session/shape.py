@@ -139,41 +139,63 @@ def _abs(path: str, base_dir: str | None) -> str:
     return os.path.normpath(os.path.join(base_dir, p))
 
 
-def _dump(value: Any, tp: Any, base_dir: str | None) -> Any:
+@functools.lru_cache(maxsize=None)
+def _kind(tp: Any) -> tuple[str, Any]:
+    """How a value of type ``tp`` converts: (kind, nested dataclass or item type)."""
     base, _ = _split_optional(tp)
-    if value is None:
-        return None
     if dataclasses.is_dataclass(base):
-        return to_dict(value, base_dir)
+        return "object", base
     if typing.get_origin(base) is list:
         (item,) = typing.get_args(base) or (Any,)
-        return [_dump(v, item, base_dir) for v in value]
+        return "list", item
+    if base is int or base is float:
+        return "number", base
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # e.g. int | str
+        return "int_or_str", None
+    if base in (str, bool):
+        return "scalar", None
+    return "copy", None
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(cls: type) -> tuple[tuple[str, str, Any, bool, Any], ...]:
+    """Per persisted field: (name, kind, nested type, is a path, value when missing from a file)."""
+    return tuple((f.name, *_kind(_hints(cls)[f.name]), _meta(f, "path", False), _meta(f, "missing", _MISSING))
+                 for f in persisted_fields(cls))
+
+
+def _dump(value: Any, kind: str, sub: Any, base_dir: str | None) -> Any:
+    if value is None or kind in ("scalar", "number", "int_or_str"):
+        return value
+    if kind == "object":
+        return to_dict(value, base_dir)
+    if kind == "list":
+        k, s = _kind(sub)
+        return [_dump(v, k, s, base_dir) for v in value]
     return copy.deepcopy(value)
 
 
-def _load(value: Any, tp: Any, base_dir: str | None) -> Any:
-    base, _ = _split_optional(tp)
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(base):
-        return from_dict(base, value, base_dir)
-    if typing.get_origin(base) is list:
-        (item,) = typing.get_args(base) or (Any,)
-        return [_load(v, item, base_dir) for v in value]
-    if base is int or base is float:
-        return base(value)  # JSON 3.0 is a valid integer; keep the Python type exact
-    if typing.get_origin(base) in (typing.Union, types.UnionType):  # e.g. int | str
+def _load(value: Any, kind: str, sub: Any, base_dir: str | None) -> Any:
+    if value is None or kind == "scalar":
+        return value
+    if kind == "object":
+        return from_dict(sub, value, base_dir)
+    if kind == "list":
+        k, s = _kind(sub)
+        return [_load(v, k, s, base_dir) for v in value]
+    if kind == "number":
+        return sub(value)  # JSON 3.0 is a valid integer; keep the Python type exact
+    if kind == "int_or_str":
         return value if isinstance(value, str) else int(value)
     return copy.deepcopy(value)
 
 
 def to_dict(obj: Any, base_dir: str | None = None) -> dict:
     """The JSON-ready dict of a persisted dataclass; path fields relative to ``base_dir`` when given."""
-    cls = type(obj)
     out = {}
-    for f in persisted_fields(cls):
-        v = _dump(getattr(obj, f.name), _hints(cls)[f.name], base_dir)
-        out[f.name] = _rel(v, base_dir) if _meta(f, "path", False) and v is not None else v
+    for name, kind, sub, is_path, _ in _plan(type(obj)):
+        v = _dump(getattr(obj, name), kind, sub, base_dir)
+        out[name] = _rel(v, base_dir) if is_path and v is not None else v
     return out
 
 
@@ -181,12 +203,12 @@ def from_dict(cls: type, data: dict, base_dir: str | None = None, **runtime: Any
     """Build ``cls`` from its (validated) dict form; fields absent from ``data`` take their ``missing``
     value or their default.  ``runtime`` sets runtime-only fields."""
     kw: dict[str, Any] = dict(runtime)
-    for f in persisted_fields(cls):
-        if f.name in data:
-            v = _load(data[f.name], _hints(cls)[f.name], base_dir)
-            kw[f.name] = _abs(v, base_dir) if _meta(f, "path", False) and v is not None else v
-        elif _meta(f, "missing", _MISSING) is not _MISSING:
-            kw[f.name] = copy.deepcopy(_meta(f, "missing"))
+    for name, kind, sub, is_path, missing in _plan(cls):
+        if name in data:
+            v = _load(data[name], kind, sub, base_dir)
+            kw[name] = _abs(v, base_dir) if is_path and v is not None else v
+        elif missing is not _MISSING:
+            kw[name] = copy.deepcopy(missing)
     return cls(**kw)
 
 
@@ -281,7 +303,8 @@ def check_fields(cls: type, changes: dict, what: str, exc_cls, prefix: str = "")
     if unknown:
         raise exc_cls(f"unknown {what} field '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(allowed))})",
                       prefix + unknown[0])
-    props = {k: _dump(v, _hints(cls)[k], None) for k, v in changes.items()}
+    plan = {name: (kind, sub) for name, kind, sub, _, _ in _plan(cls)}
+    props = {k: _dump(v, *plan[k], None) for k, v in changes.items()}
     for k, v in props.items():
         try:
             json.dumps(v, allow_nan=False)
