@@ -274,9 +274,8 @@ def test_cli_session_new_add_region_run(tmp_path, capsys, monkeypatch):
     assert "nothing to render" in capsys.readouterr().out
 
 
-def test_cli_calls_export_cli_register_when_present(monkeypatch):
+def test_cli_registers_the_export_command(monkeypatch):
     import argparse
-    import sys
     import types
 
     from plugin_bridge.session import cli
@@ -284,7 +283,7 @@ def test_cli_calls_export_cli_register_when_present(monkeypatch):
     called = []
     mod = types.ModuleType("plugin_bridge.session.export_cli")
     mod.register = lambda sub: (called.append(sub), sub.add_parser("export"))
-    monkeypatch.setitem(sys.modules, "plugin_bridge.session.export_cli", mod)
+    monkeypatch.setattr(cli, "export_cli", mod)
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     cli.register(sub)

@@ -1,13 +1,13 @@
 """``plugin-bridge session ...`` and ``plugin-bridge presets ...`` (and ``export`` via export_cli)."""
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import sys
 
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.fileio import check_writable_output
+from plugin_bridge.session import export_cli
 
 
 def register(sub) -> None:
@@ -71,13 +71,7 @@ def register(sub) -> None:
     pe.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
     pe.set_defaults(func=cmd_presets_export)
 
-    try:
-        export_cli = importlib.import_module("plugin_bridge.session.export_cli")
-    except ModuleNotFoundError as exc:
-        if not (exc.name and "plugin_bridge.session.export_cli".startswith(exc.name)):
-            raise
-    else:
-        export_cli.register(sub)
+    export_cli.register(sub)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,38 +146,39 @@ def cmd_add_region(args) -> int:
         if preset is not None and not queries:
             h.set_preset(r.id, preset)
     if not args.no_queue:
-        s.jobs.append(make_job(s, r.id, preset=preset))
-    s.save()
+        h.add_job(make_job(s, r.id, preset=preset))
+    h.save()
     print(f"region {r.id} on {track.name!r}: {start}-{end} ({(end - start) / s.sample_rate:.3f} s), "
           f"{len(s.region(r.id).queries)} queries" + ("" if args.no_queue else ", queued"))
     return 0
 
 
 def cmd_run(args) -> int:
+    from plugin_bridge.session.history import History
     from plugin_bridge.session.jobs import JobQueue, make_job
     from plugin_bridge.session.model import Session
     from plugin_bridge.session.presets import PresetStore
 
     s = Session.load(args.session)
+    h = History(s)
     preset = PresetStore().get(args.preset) if args.preset else None
     overrides = {"backend": args.backend, "device": args.device, "format": args.format}
     if args.retry_failed:
-        for j in s.jobs:
-            if j.status in ("failed", "cancelled"):
-                j.status, j.error, j.progress = "pending", None, 0.0
+        for j in list(s.jobs):
+            h.retry_job(j.id)
     have_job = {j.region_id for j in s.jobs}
     for r in s.regions:
         if r.id not in have_job and (r.queries or preset is not None):
-            s.jobs.append(make_job(s, r.id, preset=preset))
+            h.add_job(make_job(s, r.id, preset=preset))
         elif preset is not None:
-            for j in s.jobs:
+            for j in list(s.jobs):
                 if j.region_id == r.id and j.status == "pending" and not j.queries:
-                    j.queries, j.preset = preset.to_queries(), preset.name
+                    h.set_job(j.id, queries=preset.to_queries(), preset=preset.name)
     todo = [j for j in s.jobs if j.status == "pending"]
     if not todo:
         print("nothing to render: no pending jobs (add one with `session add-region`)")
         return 0
-    s.save()
+    h.save()
 
     def prog(p):
         if args.quiet:
@@ -197,7 +192,7 @@ def cmd_run(args) -> int:
 
     for p in remove_stale_partials(s.stems_dir):
         print(f"removed {p}: a partial file left by an interrupted run", file=sys.stderr)
-    q = JobQueue(s, on_progress=prog, overrides=overrides)
+    q = JobQueue(s, history=h, on_progress=prog, overrides=overrides)
     sig = getattr(args, "cancel", None)
     if sig is not None:  # SIGINT/SIGTERM/SIGHUP: the running job stops at its next chunk
         sig.deferring = True

@@ -17,26 +17,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from plugin_bridge.paths import data_dir
+from plugin_bridge.session import shape
+from plugin_bridge.session.document import read_json
 from plugin_bridge.session.model import (
-    QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
-    TRACK_KINDS, _COLOUR,
+    JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
 )
 
 __all__ = ["Change", "History", "Autosaver", "Recoverable", "find_recoverable", "recover",
            "autosave_dir"]
 
-_COLLECTIONS = ("tracks", "regions", "stems", "jobs")
-_TRACK_FIELDS = {"name", "path", "gain_db", "mute", "solo", "colour", "kind", "parent_id", "offset", "chain",
-                 "sample_rate", "channels", "frames", "extra"}
-_QUERY_FIELDS = {"text", "negative", "label", "colour", "token", "preset", "chain"}
-_SESSION_FIELDS = {"name", "sample_rate", "settings", "extra"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +42,7 @@ class Change:
     kind: str
     label: str
     ids: tuple[str, ...]
-    action: str = "do"
+    action: str = "do"                   # also 'state': a job record changed (not an undo step)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,65 +137,20 @@ class Command:
 # --------------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------------
-def _check_frame(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise SessionError(f"{name} must be a non-negative whole number of samples, not {v!r}", name)
-    return v
+def _check(cls: type, changes: dict, what: str, prefix: str = "") -> None:
+    """Check new field values of a ``cls`` object against the session schema (derived from the
+    dataclass: ``shape.check_fields``); ``SessionError`` names the first bad field."""
+    shape.check_fields(cls, changes, what, SessionError, prefix)
 
 
-def _check_colour(name: str, v: Any):
-    import re
-
-    if v is not None and (not isinstance(v, str) or not re.fullmatch(_COLOUR["pattern"], v)):
-        raise SessionError(f"{name} must be a colour like '#4aa3ff' or null, not {v!r}", name)
-
-
-def _check_track_changes(changes: dict) -> None:
-    unknown = set(changes) - _TRACK_FIELDS
-    if unknown:
-        raise SessionError(f"unknown track field '{sorted(unknown)[0]}'", sorted(unknown)[0])
-    for k, v in changes.items():
-        if k in ("name", "path") and not isinstance(v, str):
-            raise SessionError(f"track {k} must be text", k)
-        if k == "path" and not v:
-            raise SessionError("track path must not be empty", k)
-        if k == "gain_db" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                               or not -200 <= v <= 60):
-            raise SessionError(f"gain_db must be a number between -200 and 60 dB, not {v!r}", k)
-        if k in ("mute", "solo") and not isinstance(v, bool):
-            raise SessionError(f"{k} must be true or false, not {v!r}", k)
-        if k == "colour":
-            _check_colour(k, v)
-        if k == "kind" and v not in TRACK_KINDS:
-            raise SessionError(f"kind must be one of {', '.join(TRACK_KINDS)}, not {v!r}", k)
-        if k == "offset":
-            _check_frame(k, v)
-        if k == "chain":
-            _check_chain(k, v)
-
-
-def _check_chain(name: str, chain: Any) -> None:
-    if not isinstance(chain, list) or not all(isinstance(p, dict) and isinstance(p.get("type"), str) and p["type"]
-                                              for p in chain):
-        raise SessionError(f"{name} must be a list of plugin entries like {{'type': 'gain', 'params': {{}}}}", name)
-    try:
-        json.dumps(chain, allow_nan=False)
-    except (TypeError, ValueError):
-        raise SessionError(f"{name} must contain only JSON values (no NaN)", name) from None
+def _all_fields(obj) -> dict:
+    return {k: getattr(obj, k) for k in shape.editable_fields(type(obj))}
 
 
 def _check_query(q: Any, name: str = "query") -> QuerySpec:
     if not isinstance(q, QuerySpec):
         raise SessionError(f"{name} must be a QuerySpec", name)
-    if not isinstance(q.text, str) or not q.text.strip():
-        raise SessionError(f"{name}.text must not be empty", f"{name}.text")
-    if q.negative is not None and not isinstance(q.negative, str):
-        raise SessionError(f"{name}.negative must be text or None", f"{name}.negative")
-    for k in ("label", "token"):
-        if not isinstance(getattr(q, k), str):
-            raise SessionError(f"{name}.{k} must be text", f"{name}.{k}")
-    _check_colour(f"{name}.colour", q.colour)
-    _check_chain(f"{name}.chain", q.chain)
+    _check(QuerySpec, _all_fields(q), "query", f"{name}.")
     return q
 
 
@@ -357,8 +307,7 @@ class History:
             raise SessionError("add_track needs a Track", "track")
         if any(t.id == track.id for t in self.session.tracks):
             raise SessionError(f"a track with id {track.id} already exists", "id")
-        _check_track_changes({k: getattr(track, k) for k in ("name", "path", "gain_db", "mute", "solo",
-                                                               "colour", "kind", "offset", "chain")})
+        _check(Track, _all_fields(track), "track")
         if track.parent_id is not None:
             self.session.track(track.parent_id)
         self._apply(Command("track.add", f"Add track {track.name}", (track.id,), [_Insert("tracks", track, index)]))
@@ -388,7 +337,7 @@ class History:
     def set_track(self, track_id: str, merge: bool = False, **changes) -> None:
         """Change track fields: name, path, gain_db, mute, solo, colour, offset, chain, ... ."""
         t = self.session.track(track_id)
-        _check_track_changes(changes)
+        _check(Track, changes, "track")
         if "parent_id" in changes and changes["parent_id"] is not None:
             self.session.track(changes["parent_id"])
         ops = [_Set("tracks", track_id, k, v) for k, v in changes.items() if getattr(t, k) != v]
@@ -420,8 +369,7 @@ class History:
 
     # -- regions ----------------------------------------------------------------------------------
     def _check_region_range(self, start: Any, end: Any) -> None:
-        _check_frame("start", start)
-        _check_frame("end", end)
+        _check(Region, {"start": start, "end": end}, "region")
         if end <= start:
             raise SessionError(f"region end ({end}) must be after its start ({start})", "end")
 
@@ -431,9 +379,10 @@ class History:
         self.session.track(region.track_id)
         if any(r.id == region.id for r in self.session.regions):
             raise SessionError(f"a region with id {region.id} already exists", "id")
-        self._check_region_range(region.start, region.end)
         for i, q in enumerate(region.queries):
             _check_query(q, f"queries[{i}]")
+        _check(Region, _all_fields(region), "region")
+        self._check_region_range(region.start, region.end)
         self._apply(Command("region.add", f"Add region {region.name or ''}".strip(), (region.id,),
                             [_Insert("regions", region)]))
         return self.session.region(region.id)
@@ -446,7 +395,7 @@ class History:
     def move_region(self, region_id: str, start: int, track_id: str | None = None, merge: bool = True) -> None:
         """Move keeping the length (optionally onto another track)."""
         r = self.session.region(region_id)
-        _check_frame("start", start)
+        _check(Region, {"start": start, "end": start + r.length if isinstance(start, int) else start}, "region")
         ops = [_Set("regions", region_id, "start", start), _Set("regions", region_id, "end", start + r.length)]
         if track_id is not None and track_id != r.track_id:
             self.session.track(track_id)
@@ -462,9 +411,8 @@ class History:
                             merge_key=("region.resize", region_id) if merge else None))
 
     def rename_region(self, region_id: str, name: str) -> None:
-        if not isinstance(name, str):
-            raise SessionError("region name must be text", "name")
         self.session.region(region_id)
+        _check(Region, {"name": name}, "region")
         self._apply(Command("region.rename", f"Rename region {name}", (region_id,),
                             [_Set("regions", region_id, "name", name)]))
 
@@ -498,9 +446,7 @@ class History:
         r = self.session.region(region_id)
         if not isinstance(index, int) or not 0 <= index < len(r.queries):
             raise SessionError(f"query index {index!r} out of range (region has {len(r.queries)})", "index")
-        unknown = set(changes) - _QUERY_FIELDS
-        if unknown:
-            raise SessionError(f"unknown query field '{sorted(unknown)[0]}'", sorted(unknown)[0])
+        _check(QuerySpec, changes, "query", f"queries[{index}].")
         q = copy.deepcopy(r.queries[index])
         for k, v in changes.items():
             setattr(q, k, v)
@@ -522,11 +468,13 @@ class History:
         ids = {t.id for t in self.session.tracks}
         ops: list = []
         for t in tracks:
+            _check(Track, _all_fields(t), "track")
             if t.parent_id is not None and t.parent_id not in ids:
                 self.session.track(t.parent_id)
             ops.append(_Insert("tracks", t, self._insert_index_after_family(t.parent_id, len(ops))))
             ids.add(t.id)
         for st in stems:
+            _check(Stem, _all_fields(st), "stem")
             if st.track_id is not None and st.track_id not in ids:
                 raise SessionError(f"stem {st.id} refers to an unknown track", "track_id")
             ops.append(_Insert("stems", st))
@@ -564,6 +512,48 @@ class History:
         if ops:
             self._apply(Command("stems.remove", "Remove stems", tuple(ids), ops))
 
+    # -- jobs -------------------------------------------------------------------------------------
+    # A job record logs a render: queued, running, done, failed.  It is not an undo step (undoing a
+    # render removes its stems and tracks, never the fact that it ran), so job edits apply at once,
+    # leave the undo stack and the dirty flag alone, and notify with action 'state'.
+    def _apply_state(self, cmd: Command, notify: bool) -> None:
+        with self.session.lock:
+            cmd.do(self.session)
+        if notify:
+            self._notify(Change(cmd.kind, cmd.label, cmd.ids, "state"))
+
+    def add_job(self, job: JobRecord, notify: bool = True) -> JobRecord:
+        """Append a render job record (``jobs.make_job`` builds one)."""
+        if not isinstance(job, JobRecord):
+            raise SessionError("add_job needs a JobRecord", "job")
+        self.session.region(job.region_id)
+        if any(j.id == job.id for j in self.session.jobs):
+            raise SessionError(f"a job with id {job.id} already exists", "id")
+        for i, q in enumerate(job.queries):
+            _check_query(q, f"queries[{i}]")
+        _check(JobRecord, _all_fields(job), "job")
+        self._apply_state(Command("job.add", "Queue render", (job.id,), [_Insert("jobs", job)]), notify)
+        return self.session.job(job.id)
+
+    def set_job(self, job_id: str, notify: bool = True, **changes) -> None:
+        """Change job fields: status (one of JOB_STATES), error, progress, stem_ids, finished, queries,
+        preset, settings.  ``notify=False`` for per-chunk progress (the queue reports that itself)."""
+        job = self.session.job(job_id)
+        for i, q in enumerate(changes.get("queries") or []):
+            _check_query(q, f"queries[{i}]")
+        _check(JobRecord, changes, "job")
+        ops = [_Set("jobs", job_id, k, v) for k, v in changes.items() if getattr(job, k) != v]
+        if ops:
+            status = changes.get("status", job.status)
+            self._apply_state(Command("job.state", f"Job {status}", (job_id,), ops), notify)
+
+    def retry_job(self, job_id: str, notify: bool = True) -> bool:
+        """Put a failed or cancelled job back in the queue; False if it was neither."""
+        if self.session.job(job_id).status not in ("failed", "cancelled"):
+            return False
+        self.set_job(job_id, notify, status="pending", error=None, progress=0.0, finished=None)
+        return True
+
     # -- session-level ----------------------------------------------------------------------------
     def set_settings(self, **changes) -> None:
         """Merge ``changes`` into ``session.settings`` (value None removes a key)."""
@@ -573,12 +563,7 @@ class History:
                 new.pop(k, None)
             else:
                 new[k] = v
-        from plugin_bridge.session.model import SESSION_SCHEMA, _get_validator, schema_error
-
-        probe = {"schema_version": 1, "id": "x", "name": "x", "sample_rate": 48000, "settings": new}
-        err = schema_error(_get_validator(), probe, "settings", "session")
-        if err:
-            raise err
+        _check(Session, {"settings": new}, "session")
         self._apply(Command("settings", "Change settings", (), [_Set(None, None, "settings", new)]))
 
     def rename_session(self, name: str) -> None:
@@ -620,6 +605,8 @@ class Autosaver:
     def _on_change(self, ch: Change) -> None:
         if ch.action == "saved":
             self.discard()
+            return
+        if ch.action == "state":  # job state: the job queue saves it itself
             return
         self._pending += 1
         if self._first_pending is None:
@@ -703,10 +690,8 @@ def find_recoverable(directory: str | None = None) -> list[Recoverable]:
 
 def recover(rec: Recoverable | str) -> tuple[Session, History]:
     """Rebuild the session of an autosave; the returned History is dirty (save to keep it)."""
-    from plugin_bridge.session.model import read_json
-
     path = rec.autosave_path if isinstance(rec, Recoverable) else rec
-    doc = read_json(path, "autosave")
+    doc = read_json(path, "autosave", SessionError)
     if not isinstance(doc, dict) or "session" not in doc:
         raise SessionError(f"{path}: not an autosave file (field 'session' is missing)", "session")
     s = Session.from_dict(doc["session"], None, source=os.path.basename(path))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.session.document import DocumentFormat
 
 __all__ = ["LearnedQuery", "LearnedStore", "LearnedQueryError", "LEARNED_VERSION", "learned_dir", "model_hash",
            "MARK", "is_named_query", "named_query_name"]
@@ -36,6 +37,14 @@ _KINDS = ("learned", "example")
 
 class LearnedQueryError(ConfigError):
     """A learned-query file is missing, damaged, tampered with, or made for another model."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+#: the version check shared with sessions and presets (the metadata is not JSON: no migrations yet)
+LEARNED_DOCUMENT = DocumentFormat("learned-query", LEARNED_VERSION, LearnedQueryError)
 
 
 def learned_dir() -> str:
@@ -135,10 +144,8 @@ def read_learned(path: str) -> LearnedQuery:
     try:
         version = int(meta.get("version", ""))
     except ValueError:
-        raise LearnedQueryError(f"{where}: learned-query field 'version' is not a number") from None
-    if version > LEARNED_VERSION or version < 1:
-        raise LearnedQueryError(f"{where}: learned-query version {version} is not supported by this program "
-                                f"(it reads version {LEARNED_VERSION})")
+        raise LearnedQueryError(f"{where}: learned-query field 'version' is not a number", "version") from None
+    LEARNED_DOCUMENT.check_version(version, where, "version")
     if vec is None or vec.dtype != np.float32 or vec.ndim != 1 or str(vec.shape[0]) != meta.get("dim"):
         raise LearnedQueryError(f"{where}: the file must hold exactly one float32 vector 'query' of 'dim' values")
     if not np.all(np.isfinite(vec)):

@@ -10,8 +10,11 @@ Conventions (stable API; extend only):
 * In memory every path is absolute.  On disk (``Session.save``) paths are stored relative to the
   folder of the session file, with forward slashes, so a moved or copied session folder still opens.
   Paths that cannot be made relative (another drive) stay absolute.
+* The shape is declared once, on the dataclasses below (``shape.shaped`` adds what a type alone does
+  not say); the dict form, the JSON schema and the undo history's edit checks derive from them.
 * ``schema_version`` is written to every file; ``MIGRATIONS[v]`` turns a version ``v`` dict into
-  version ``v + 1``.  Files from a newer program are refused with a clear error.
+  version ``v + 1`` (``SESSION_DOCUMENT``, a ``document.DocumentFormat``).  Files from a newer program
+  are refused with a clear error.
 * Loading validates strictly (JSON schema + references + sample ranges) and reports the offending
   field by its path, e.g. ``regions[2].end``.  Every failure is a ``SessionError`` (a ``ConfigError``).
   Loading only reads the JSON file; it never touches audio and never rewrites the session file.
@@ -19,23 +22,25 @@ Conventions (stable API; extend only):
 """
 from __future__ import annotations
 
-import copy
-import json
-import math
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.fileio import atomic_write_text as write_text_atomically
+from plugin_bridge.session import shape
+from plugin_bridge.session.document import DocumentFormat
+from plugin_bridge.session.shape import shaped
 
 __all__ = [
     "SCHEMA_VERSION", "SESSION_SUFFIX", "TRACK_KINDS", "JOB_STATES", "SessionError",
     "QuerySpec", "Track", "Region", "Stem", "JobRecord", "Session",
-    "new_id", "now_iso", "atomic_write_text", "MIGRATIONS", "SESSION_SCHEMA", "DEFAULT_SETTINGS",
+    "new_id", "now_iso", "atomic_write_text", "MIGRATIONS", "SESSION_SCHEMA", "SESSION_DOCUMENT",
+    "DEFAULT_SETTINGS",
 ]
 
 SCHEMA_VERSION = 1
@@ -74,17 +79,39 @@ def now_iso() -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# dataclasses
+# the session's shape: declared once here; dict form, JSON schema and edit checks derive from it
+# (``plugin_bridge.session.shape``)
 # --------------------------------------------------------------------------------------------------
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+_COLOUR = {"pattern": "^#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$"}
+_FRAME = {"minimum": 0, "maximum": 2 ** 53}
+_CHAIN = {"items": {"type": "object", "required": ["type"],
+                    "properties": {"type": {"type": "string", "minLength": 1}}}}
+_SETTINGS = {
+    "properties": {
+        "context_seconds": {"type": "number", "minimum": 0, "maximum": 60},
+        "chunk_seconds": {"type": "number", "minimum": 0.25, "maximum": 600},
+        "overlap": {"type": "number", "minimum": 0, "maximum": 0.75},
+        "backend": {"enum": ["auto", "torch", "onnx"]},
+        "device": {"enum": ["auto", "cpu", "cuda"]},
+        "format": {"enum": ["wav16", "wav24", "wav32f", "flac16", "flac24"]},
+        "name_template": {"type": "string", "minLength": 1},
+        "residual": {"enum": ["keep", "discard"]},
+        "residual_label": {"type": "string"},
+        "stems_dir": {"type": "string"},
+    },
+}
+
+
 @dataclass
 class QuerySpec:
-    text: str
+    text: str = shaped(schema={"minLength": 1, "pattern": r"\S"})
     negative: str | None = None
     label: str = ""
-    colour: str | None = None
+    colour: str | None = shaped(None, schema=_COLOUR)
     token: str = ""                 # naming token used in stem file names ({label} falls back to it)
     preset: str | None = None       # name of the preset this query came from, if any
-    chain: list[dict] = field(default_factory=list)  # plugin chain applied to this query's stem
+    chain: list[dict] = shaped(factory=list, schema=_CHAIN)  # plugin chain applied to this query's stem
 
     @property
     def display(self) -> str:
@@ -94,20 +121,20 @@ class QuerySpec:
 @dataclass
 class Track:
     name: str
-    path: str                        # absolute in memory; relative on disk
-    id: str = field(default_factory=new_id)
-    gain_db: float = 0.0
+    path: str = shaped(path=True, schema={"minLength": 1})  # absolute in memory; relative on disk
+    id: str = shaped(factory=new_id, schema=_ID)
+    gain_db: float = shaped(0.0, schema={"minimum": -200, "maximum": 60})
     mute: bool = False
     solo: bool = False
-    colour: str | None = None
-    kind: str = "source"             # "source" | "stem" | "residual"
+    colour: str | None = shaped(None, schema=_COLOUR)
+    kind: str = shaped("source", schema={"enum": list(TRACK_KINDS)})  # "source" | "stem" | "residual"
     parent_id: str | None = None     # the source track of a stem/residual track
-    offset: int = 0                  # timeline position (session frames) of the file's first frame
-    chain: list[dict] = field(default_factory=list)
-    sample_rate: int | None = None   # probed file info (cached; None if never probed)
-    channels: int | None = None
-    frames: int | None = None        # file frames at the file's own rate
-    extra: dict = field(default_factory=dict)
+    offset: int = shaped(0, schema=_FRAME)  # timeline position (session frames) of the file's first frame
+    chain: list[dict] = shaped(factory=list, schema=_CHAIN)
+    sample_rate: int | None = shaped(None, schema={"minimum": 1, "maximum": 1536000})  # probed file info
+    channels: int | None = shaped(None, schema={"minimum": 1, "maximum": 1024})  # (cached; None: never probed)
+    frames: int | None = shaped(None, schema=_FRAME)  # file frames at the file's own rate
+    extra: dict = shaped(factory=dict)
 
     def rate_mismatch(self, session_rate: int) -> bool:
         return self.sample_rate is not None and self.sample_rate != session_rate
@@ -116,13 +143,13 @@ class Track:
 @dataclass
 class Region:
     track_id: str
-    start: int                       # session frames, inclusive
-    end: int                         # session frames, exclusive
-    id: str = field(default_factory=new_id)
+    start: int = shaped(schema=_FRAME)  # session frames, inclusive
+    end: int = shaped(schema=_FRAME)    # session frames, exclusive
+    id: str = shaped(factory=new_id, schema=_ID)
     name: str = ""
-    queries: list[QuerySpec] = field(default_factory=list)
+    queries: list[QuerySpec] = shaped(factory=list)
     preset: str | None = None        # preset name last applied to this region
-    extra: dict = field(default_factory=dict)
+    extra: dict = shaped(factory=dict)
 
     @property
     def length(self) -> int:
@@ -132,12 +159,13 @@ class Region:
 @dataclass
 class Stem:
     region_id: str
-    query_index: int | str           # index into the job's queries, or "residual"
-    path: str
-    id: str = field(default_factory=new_id)
+    # index into the job's queries, or "residual"
+    query_index: int | str = shaped(schema={"oneOf": [{"type": "integer", "minimum": 0}, {"const": "residual"}]})
+    path: str = shaped(path=True, schema={"minLength": 1})
+    id: str = shaped(factory=new_id, schema=_ID)
     track_id: str | None = None
-    settings: dict = field(default_factory=dict)
-    created: str = field(default_factory=now_iso)
+    settings: dict = shaped(factory=dict)
+    created: str = shaped(factory=now_iso, missing="")
     complete: bool = True
     job_id: str | None = None
     label: str = ""
@@ -148,33 +176,33 @@ class JobRecord:
     """Persisted state of one render job (region x queries); see ``plugin_bridge.session.jobs``."""
 
     region_id: str
-    queries: list[QuerySpec] = field(default_factory=list)
-    id: str = field(default_factory=new_id)
-    status: str = "pending"          # one of JOB_STATES
-    settings: dict = field(default_factory=dict)
+    queries: list[QuerySpec] = shaped(factory=list)
+    id: str = shaped(factory=new_id, schema=_ID)
+    status: str = shaped("pending", schema={"enum": list(JOB_STATES)})
+    settings: dict = shaped(factory=dict, schema=_SETTINGS)
     preset: str | None = None
     error: str | None = None
-    progress: float = 0.0
-    stem_ids: list[str] = field(default_factory=list)
-    created: str = field(default_factory=now_iso)
+    progress: float = shaped(0.0, schema={"minimum": 0, "maximum": 1})
+    stem_ids: list[str] = shaped(factory=list)
+    created: str = shaped(factory=now_iso, missing="")
     finished: str | None = None
 
 
 @dataclass
 class Session:
-    name: str = "Untitled"
-    sample_rate: int = 48000
-    tracks: list[Track] = field(default_factory=list)
-    regions: list[Region] = field(default_factory=list)
-    stems: list[Stem] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
-    version: int = SCHEMA_VERSION    # schema version of the data (always SCHEMA_VERSION in memory)
-    jobs: list[JobRecord] = field(default_factory=list)
-    id: str = field(default_factory=new_id)
-    extra: dict = field(default_factory=dict)
+    name: str = shaped("Untitled", required=True)
+    sample_rate: int = shaped(48000, required=True, schema={"minimum": 8000, "maximum": 192000})
+    settings: dict = shaped(factory=dict, schema=_SETTINGS)
+    tracks: list[Track] = shaped(factory=list)
+    regions: list[Region] = shaped(factory=list)
+    stems: list[Stem] = shaped(factory=list)
+    jobs: list[JobRecord] = shaped(factory=list)
+    id: str = shaped(factory=new_id, schema=_ID)
+    extra: dict = shaped(factory=dict)
     # runtime only (never serialised)
-    path: str | None = field(default=None, compare=False, repr=False)
-    lock: Any = field(default_factory=threading.RLock, compare=False, repr=False)
+    version: int = shaped(SCHEMA_VERSION, runtime=True)  # schema version of the data (SCHEMA_VERSION in memory)
+    path: str | None = shaped(None, runtime=True, compare=False, repr=False)
+    lock: Any = shaped(factory=threading.RLock, runtime=True, compare=False, repr=False)
 
     # -- lookups ----------------------------------------------------------------------------------
     def track(self, track_id: str) -> Track:
@@ -266,38 +294,17 @@ class Session:
     def to_dict(self, base_dir: str | None = None) -> dict:
         """JSON-ready dict; paths relative to ``base_dir`` when given (else absolute)."""
         with self.lock:
-            return {
-                "schema_version": SCHEMA_VERSION,
-                "format": "plugin-bridge-session",
-                "id": self.id,
-                "name": self.name,
-                "sample_rate": self.sample_rate,
-                "settings": copy.deepcopy(self.settings),
-                "tracks": [_track_to_dict(t, base_dir) for t in self.tracks],
-                "regions": [_region_to_dict(r) for r in self.regions],
-                "stems": [_stem_to_dict(s, base_dir) for s in self.stems],
-                "jobs": [_job_to_dict(j) for j in self.jobs],
-                "extra": copy.deepcopy(self.extra),
-            }
+            return SESSION_DOCUMENT.stamp(shape.to_dict(self, base_dir))
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | None = None, source: str = "session") -> "Session":
         """Validate (after migrating older versions) and build a Session.  Raises ``SessionError``."""
-        data = migrate(data, source)
+        data = SESSION_DOCUMENT.migrate(data, source)
         validate(data, source)
-        s = cls(
-            id=data["id"], name=data["name"], sample_rate=int(data["sample_rate"]),
-            settings=copy.deepcopy(data.get("settings", {})),
-            tracks=[_track_from_dict(d, base_dir) for d in data.get("tracks", [])],
-            regions=[_region_from_dict(d) for d in data.get("regions", [])],
-            stems=[_stem_from_dict(d, base_dir) for d in data.get("stems", [])],
-            jobs=[_job_from_dict(d) for d in data.get("jobs", [])],
-            extra=copy.deepcopy(data.get("extra", {})),
-        )
-        return s
+        return shape.from_dict(cls, data, base_dir)  # reads the dataclass fields; the header is not one
 
     def to_json(self, base_dir: str | None = None) -> str:
-        return json.dumps(self.to_dict(base_dir), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return SESSION_DOCUMENT.dumps(self.to_dict(base_dir))
 
     def save(self, path: str | None = None) -> str:
         """Write the session atomically to ``path`` (default: its current path); returns the path."""
@@ -307,8 +314,7 @@ class Session:
         path = os.path.abspath(path)
         data = self.to_dict(os.path.dirname(path))
         validate(data, os.path.basename(path))  # never write a session that would not open again
-        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        atomic_write_text(path, text)
+        SESSION_DOCUMENT.write(path, data)
         self.path = path
         return path
 
@@ -317,7 +323,7 @@ class Session:
         """Read a ``*.pbsession.json`` file.  Jobs that were running when the program stopped are
         re-queued as pending.  Never modifies any file."""
         path = os.path.abspath(path)
-        data = read_json(path, "session")
+        data = SESSION_DOCUMENT.read(path)
         s = cls.from_dict(data, os.path.dirname(path), source=os.path.basename(path))
         s.path = path
         for j in s.jobs:
@@ -332,303 +338,35 @@ class Session:
 
 
 # --------------------------------------------------------------------------------------------------
-# files
+# files, schema + validation
 # --------------------------------------------------------------------------------------------------
 def atomic_write_text(path: str, text: str) -> None:
-    from plugin_bridge.fileio import atomic_write_text as _write
-
-    _write(path, text, suffix=".json")
+    write_text_atomically(path, text, suffix=".json")
 
 
-def read_json(path: str, what: str = "file") -> Any:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise SessionError(f"{path}: no such {what} file") from None
-    except IsADirectoryError:
-        raise SessionError(f"{path}: is a folder, not a {what} file") from None
-    except OSError as exc:
-        raise SessionError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SessionError(f"{path}: not a {what} file (not UTF-8 text at byte {exc.start})") from None
-    try:
-        # NaN/Infinity parse here and are reported with their field by validation
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise SessionError(f"{path}: not valid JSON{where}: {getattr(exc, 'msg', exc)}") from None
+SESSION_FORMAT = "plugin-bridge-session"
 
-
-# --------------------------------------------------------------------------------------------------
-# path helpers
-# --------------------------------------------------------------------------------------------------
-def _rel(path: str, base_dir: str | None) -> str:
-    if not path or base_dir is None:
-        return path
-    try:
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base_dir))
-    except ValueError:  # other drive on Windows
-        return path
-    return rel.replace(os.sep, "/")
-
-
-def _abs(path: str, base_dir: str | None) -> str:
-    if not path:
-        return path
-    p = path.replace("/", os.sep) if os.sep != "/" else path
-    if os.path.isabs(p) or base_dir is None:
-        return os.path.normpath(p) if os.path.isabs(p) else p
-    return os.path.normpath(os.path.join(base_dir, p))
-
-
-# --------------------------------------------------------------------------------------------------
-# per-object (de)serialisation
-# --------------------------------------------------------------------------------------------------
-def _query_to_dict(q: QuerySpec) -> dict:
-    return {"text": q.text, "negative": q.negative, "label": q.label, "colour": q.colour, "token": q.token,
-            "preset": q.preset, "chain": copy.deepcopy(q.chain)}
-
-
-def _query_from_dict(d: dict) -> QuerySpec:
-    return QuerySpec(text=d["text"], negative=d.get("negative"), label=d.get("label", ""),
-                     colour=d.get("colour"), token=d.get("token", ""), preset=d.get("preset"),
-                     chain=copy.deepcopy(d.get("chain", [])))
-
-
-def _track_to_dict(t: Track, base: str | None) -> dict:
-    return {"id": t.id, "name": t.name, "path": _rel(t.path, base), "gain_db": t.gain_db, "mute": t.mute,
-            "solo": t.solo, "colour": t.colour, "kind": t.kind, "parent_id": t.parent_id, "offset": t.offset,
-            "chain": copy.deepcopy(t.chain), "sample_rate": t.sample_rate, "channels": t.channels,
-            "frames": t.frames, "extra": copy.deepcopy(t.extra)}
-
-
-def _track_from_dict(d: dict, base: str | None) -> Track:
-    return Track(id=d["id"], name=d["name"], path=_abs(d["path"], base), gain_db=float(d.get("gain_db", 0.0)),
-                 mute=d.get("mute", False), solo=d.get("solo", False), colour=d.get("colour"),
-                 kind=d.get("kind", "source"), parent_id=d.get("parent_id"), offset=int(d.get("offset", 0)),
-                 chain=copy.deepcopy(d.get("chain", [])), sample_rate=_int_or_none(d.get("sample_rate")),
-                 channels=_int_or_none(d.get("channels")), frames=_int_or_none(d.get("frames")),
-                 extra=copy.deepcopy(d.get("extra", {})))
-
-
-def _region_to_dict(r: Region) -> dict:
-    return {"id": r.id, "track_id": r.track_id, "start": r.start, "end": r.end, "name": r.name,
-            "queries": [_query_to_dict(q) for q in r.queries], "preset": r.preset, "extra": copy.deepcopy(r.extra)}
-
-
-def _region_from_dict(d: dict) -> Region:
-    return Region(id=d["id"], track_id=d["track_id"], start=int(d["start"]), end=int(d["end"]),
-                  name=d.get("name", ""), queries=[_query_from_dict(q) for q in d.get("queries", [])],
-                  preset=d.get("preset"), extra=copy.deepcopy(d.get("extra", {})))
-
-
-def _stem_to_dict(s: Stem, base: str | None) -> dict:
-    return {"id": s.id, "region_id": s.region_id, "query_index": s.query_index, "path": _rel(s.path, base),
-            "track_id": s.track_id, "settings": copy.deepcopy(s.settings), "created": s.created,
-            "complete": s.complete, "job_id": s.job_id, "label": s.label}
-
-
-def _stem_from_dict(d: dict, base: str | None) -> Stem:
-    qi = d["query_index"]
-    return Stem(id=d["id"], region_id=d["region_id"], query_index=qi if isinstance(qi, str) else int(qi),
-                path=_abs(d["path"], base), track_id=d.get("track_id"), settings=copy.deepcopy(d.get("settings", {})),
-                created=d.get("created", ""), complete=d.get("complete", True), job_id=d.get("job_id"),
-                label=d.get("label", ""))
-
-
-def _job_to_dict(j: JobRecord) -> dict:
-    return {"id": j.id, "region_id": j.region_id, "queries": [_query_to_dict(q) for q in j.queries],
-            "status": j.status, "settings": copy.deepcopy(j.settings), "preset": j.preset, "error": j.error,
-            "progress": j.progress, "stem_ids": list(j.stem_ids), "created": j.created, "finished": j.finished}
-
-
-def _job_from_dict(d: dict) -> JobRecord:
-    return JobRecord(id=d["id"], region_id=d["region_id"], queries=[_query_from_dict(q) for q in d.get("queries", [])],
-                     status=d.get("status", "pending"), settings=copy.deepcopy(d.get("settings", {})),
-                     preset=d.get("preset"), error=d.get("error"), progress=float(d.get("progress", 0.0)),
-                     stem_ids=list(d.get("stem_ids", [])), created=d.get("created", ""), finished=d.get("finished"))
-
-
-def _int_or_none(v):
-    return None if v is None else int(v)
-
-
-# --------------------------------------------------------------------------------------------------
-# schema + validation
-# --------------------------------------------------------------------------------------------------
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-_OPT_STR = {"type": ["string", "null"]}
-_COLOUR = {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$"}
-_FRAME = {"type": "integer", "minimum": 0, "maximum": 2 ** 53}
-_OPT_FRAME = {"type": ["integer", "null"], "minimum": 0, "maximum": 2 ** 53}
-_CHAIN = {"type": "array", "items": {
-    "type": "object", "required": ["type"],
-    "properties": {"type": {"type": "string", "minLength": 1}}}}
-
-_QUERY = {
-    "type": "object", "additionalProperties": False, "required": ["text"],
-    "properties": {
-        "text": {"type": "string", "minLength": 1, "pattern": r"\S"},
-        "negative": _OPT_STR, "label": {"type": "string"}, "colour": _COLOUR, "token": {"type": "string"},
-        "preset": _OPT_STR, "chain": _CHAIN,
-    },
-}
-
-_SETTINGS = {
-    "type": "object",
-    "properties": {
-        "context_seconds": {"type": "number", "minimum": 0, "maximum": 60},
-        "chunk_seconds": {"type": "number", "minimum": 0.25, "maximum": 600},
-        "overlap": {"type": "number", "minimum": 0, "maximum": 0.75},
-        "backend": {"enum": ["auto", "torch", "onnx"]},
-        "device": {"enum": ["auto", "cpu", "cuda"]},
-        "format": {"enum": ["wav16", "wav24", "wav32f", "flac16", "flac24"]},
-        "name_template": {"type": "string", "minLength": 1},
-        "residual": {"enum": ["keep", "discard"]},
-        "residual_label": {"type": "string"},
-        "stems_dir": {"type": "string"},
-    },
-}
-
-SESSION_SCHEMA: dict = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "plugin-bridge session",
-    "type": "object", "additionalProperties": False,
-    "required": ["schema_version", "id", "name", "sample_rate"],
-    "properties": {
-        "schema_version": {"type": "integer", "const": SCHEMA_VERSION},
-        "format": {"const": "plugin-bridge-session"},
-        "id": _ID,
-        "name": {"type": "string"},
-        "sample_rate": {"type": "integer", "minimum": 8000, "maximum": 192000},
-        "settings": _SETTINGS,
-        "tracks": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["id", "name", "path"],
-            "properties": {
-                "id": _ID, "name": {"type": "string"}, "path": {"type": "string", "minLength": 1},
-                "gain_db": {"type": "number", "minimum": -200, "maximum": 60},
-                "mute": {"type": "boolean"}, "solo": {"type": "boolean"}, "colour": _COLOUR,
-                "kind": {"enum": list(TRACK_KINDS)}, "parent_id": {"type": ["string", "null"]},
-                "offset": _FRAME, "chain": _CHAIN,
-                "sample_rate": {"type": ["integer", "null"], "minimum": 1, "maximum": 1536000},
-                "channels": {"type": ["integer", "null"], "minimum": 1, "maximum": 1024},
-                "frames": _OPT_FRAME, "extra": {"type": "object"},
-            },
-        }},
-        "regions": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["id", "track_id", "start", "end"],
-            "properties": {
-                "id": _ID, "track_id": {"type": "string"}, "start": _FRAME, "end": _FRAME,
-                "name": {"type": "string"}, "queries": {"type": "array", "items": _QUERY},
-                "preset": _OPT_STR, "extra": {"type": "object"},
-            },
-        }},
-        "stems": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["id", "region_id", "query_index", "path"],
-            "properties": {
-                "id": _ID, "region_id": {"type": "string"},
-                "query_index": {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "residual"}]},
-                "path": {"type": "string", "minLength": 1}, "track_id": {"type": ["string", "null"]},
-                "settings": {"type": "object"}, "created": {"type": "string"}, "complete": {"type": "boolean"},
-                "job_id": {"type": ["string", "null"]}, "label": {"type": "string"},
-            },
-        }},
-        "jobs": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["id", "region_id"],
-            "properties": {
-                "id": _ID, "region_id": {"type": "string"}, "queries": {"type": "array", "items": _QUERY},
-                "status": {"enum": list(JOB_STATES)}, "settings": _SETTINGS, "preset": _OPT_STR,
-                "error": _OPT_STR, "progress": {"type": "number", "minimum": 0, "maximum": 1},
-                "stem_ids": {"type": "array", "items": {"type": "string"}}, "created": {"type": "string"},
-                "finished": _OPT_STR,
-            },
-        }},
-        "extra": {"type": "object"},
-    },
-}
-
-_VALIDATORS: dict[int, Any] = {}
-
-
-def cached_validator(schema: dict):
-    """One compiled jsonschema validator per schema object (sessions, presets)."""
-    v = _VALIDATORS.get(id(schema))
-    if v is None:
-        import jsonschema
-
-        v = _VALIDATORS[id(schema)] = jsonschema.Draft202012Validator(schema)
-    return v
+SESSION_SCHEMA: dict = shape.object_schema(Session)
+SESSION_SCHEMA["properties"] = {"schema_version": {"type": "integer", "const": SCHEMA_VERSION},
+                                "format": {"const": SESSION_FORMAT}, **SESSION_SCHEMA["properties"]}
+SESSION_SCHEMA["required"] = ["schema_version", *SESSION_SCHEMA["required"]]
+SESSION_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "plugin-bridge session",
+                  **SESSION_SCHEMA}
 
 
 def _get_validator():
-    return cached_validator(SESSION_SCHEMA)
-
-
-def field_path(parts) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + str(p)
-    return out
-
-
-def schema_error(validator, data: Any, source: str, what: str, exc_cls=SessionError):
-    """First (most relevant) jsonschema error as ``exc_cls`` naming the field, or None."""
-    import jsonschema
-
-    errors = list(validator.iter_errors(data))
-    if not errors:
-        return None
-    err = jsonschema.exceptions.best_match(errors)
-    parts = list(err.absolute_path)
-    if err.validator == "required" and isinstance(err.instance, dict):
-        missing = [k for k in err.validator_value if k not in err.instance]
-        fld = field_path(parts + missing[:1])
-        msg = f"{source}: {what} field '{fld}' is missing"
-    elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = set(err.schema.get("properties", {}))
-        extra = sorted(str(k) for k in err.instance if k not in allowed)
-        fld = field_path(parts + extra[:1])
-        msg = f"{source}: unknown {what} field '{fld}' (allowed here: {', '.join(sorted(allowed))})"
-    else:
-        fld = field_path(parts) or "(top level)"
-        detail = err.message
-        n = len(err.instance) if isinstance(err.instance, (list, str)) else None
-        if err.validator == "maxItems" and n is not None:
-            detail = f"has {n} entries; at most {err.validator_value} are allowed"
-        elif err.validator == "maxLength" and n is not None:
-            detail = f"is {n} characters long; at most {err.validator_value} are allowed"
-        if len(detail) > 200:  # shorten the quoted value, never the reason after it
-            r = repr(err.instance)
-            detail = detail.replace(r, r[:40] + "..." if len(r) > 40 else r)
-        if len(detail) > 200:
-            detail = "..." + detail[-200:]
-        msg = f"{source}: {what} field '{fld}' is invalid: {detail}"
-    return exc_cls(msg, fld)
-
-
-def _finite_numbers(obj: Any, parts: list, source: str) -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise SessionError(f"{source}: session field '{field_path(parts)}' is not a finite number", field_path(parts))
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _finite_numbers(v, parts + [k], source)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _finite_numbers(v, parts + [i], source)
+    return shape.cached_validator(SESSION_SCHEMA)
 
 
 def validate(data: Any, source: str = "session") -> None:
     """Strict validation of a current-version session dict; raises ``SessionError`` naming the field."""
     if not isinstance(data, dict):
         raise SessionError(f"{source}: a session file must hold a JSON object, not {type(data).__name__}")
-    _finite_numbers(data, [], source)
-    err = schema_error(_get_validator(), data, source, "session")
+    bad = shape.first_non_finite(data)
+    if bad is not None:
+        fld = shape.field_path(bad)
+        raise SessionError(f"{source}: session field '{fld}' is not a finite number", fld)
+    err = shape.schema_error(_get_validator(), data, source, "session", SessionError)
     if err:
         raise err
 
@@ -712,30 +450,4 @@ def _migrate_v0(d: dict) -> dict:
 #: version -> function turning a dict of that version into the next version
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_v0}
 
-
-def migrate(data: Any, source: str = "session") -> Any:
-    if not isinstance(data, dict):
-        return data  # validate() reports it
-    v = data.get("schema_version", 0)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SessionError(f"{source}: session field 'schema_version' must be an integer, not {v!r}",
-                           "schema_version")
-    if v > SCHEMA_VERSION:
-        raise SessionError(f"{source}: session field 'schema_version' is {v}, newer than this program supports "
-                           f"({SCHEMA_VERSION}); update plugin-bridge to open it", "schema_version")
-    if v < 0:
-        raise SessionError(f"{source}: session field 'schema_version' ({v}) must not be negative", "schema_version")
-    while v < SCHEMA_VERSION:
-        try:
-            data = MIGRATIONS[v](data)
-        except SessionError:
-            raise
-        except Exception as exc:  # a malformed old file
-            raise SessionError(f"{source}: session field 'schema_version' is {v} and the file cannot be upgraded "
-                               f"({type(exc).__name__}: {exc})", "schema_version") from None
-        v += 1
-    return data
-
-
-def dataclass_fields(obj) -> list[str]:
-    return [f.name for f in fields(obj)]
+SESSION_DOCUMENT = DocumentFormat("session", SCHEMA_VERSION, SessionError, MIGRATIONS, tag=SESSION_FORMAT)

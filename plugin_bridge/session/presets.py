@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import re
 import string
@@ -21,13 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.fileio import check_writable_output
 from plugin_bridge.paths import data_dir
-from plugin_bridge.session.model import (
-    QuerySpec, SessionError, atomic_write_text, cached_validator, field_path, read_json, schema_error,
-)
+from plugin_bridge.plugins import validate_chain
+from plugin_bridge.session import shape
+from plugin_bridge.session.document import DocumentFormat
+from plugin_bridge.session.model import QuerySpec, SessionError
 
 __all__ = ["PRESET_SCHEMA_VERSION", "PRESET_SCHEMA", "PresetError", "PresetQuery", "Preset", "PresetEntry",
-           "PresetStore", "NAME_TOKENS", "check_name_template", "engine_format", "MIGRATIONS",
+           "PresetStore", "NAME_TOKENS", "check_name_template", "engine_format", "MIGRATIONS", "PRESET_DOCUMENT",
            "factory_dir", "user_presets_dir", "load_preset_file"]
 
 PRESET_SCHEMA_VERSION = 1
@@ -134,19 +134,7 @@ PRESET_SCHEMA: dict = {
 }
 
 def _get_validator():
-    return cached_validator(PRESET_SCHEMA)
-
-
-def _finite(obj: Any, parts: list, source: str) -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        f = field_path(parts)
-        raise PresetError(f"{source}: preset field '{f}' is not a finite number", f)
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _finite(v, parts + [k], source)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _finite(v, parts + [i], source)
+    return shape.cached_validator(PRESET_SCHEMA)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,27 +198,7 @@ def _migrate_v0(d: dict) -> dict:
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_v0}
 
 
-def migrate(d: Any, source: str) -> Any:
-    if not isinstance(d, dict):
-        return d
-    v = d.get("schema_version", 0)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise PresetError(f"{source}: preset field 'schema_version' must be an integer, not {v!r}", "schema_version")
-    if v > PRESET_SCHEMA_VERSION:
-        raise PresetError(f"{source}: preset field 'schema_version' is {v}, newer than this program supports "
-                          f"({PRESET_SCHEMA_VERSION})", "schema_version")
-    if v < 0:
-        raise PresetError(f"{source}: preset field 'schema_version' ({v}) must not be negative", "schema_version")
-    while v < PRESET_SCHEMA_VERSION:
-        try:
-            d = MIGRATIONS[v](d)
-        except PresetError as exc:
-            raise PresetError(f"{source}: {exc}", exc.field) from None
-        except Exception as exc:
-            raise PresetError(f"{source}: preset field 'schema_version' is {v} and the file cannot be upgraded "
-                              f"({type(exc).__name__}: {exc})", "schema_version") from None
-        v += 1
-    return d
+PRESET_DOCUMENT = DocumentFormat("preset", PRESET_SCHEMA_VERSION, PresetError, MIGRATIONS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,15 +275,18 @@ class Preset:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return PRESET_DOCUMENT.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "preset") -> "Preset":
         if not isinstance(data, dict):
             raise PresetError(f"{source}: a preset file must hold a JSON object, not {type(data).__name__}")
-        data = migrate(data, source)
-        _finite(data, [], source)
-        err = schema_error(_get_validator(), data, source, "preset", PresetError)
+        data = PRESET_DOCUMENT.migrate(data, source)
+        bad = shape.first_non_finite(data)
+        if bad is not None:
+            f = shape.field_path(bad)
+            raise PresetError(f"{source}: preset field '{f}' is not a finite number", f)
+        err = shape.schema_error(_get_validator(), data, source, "preset", PresetError)
         if err:
             raise err
         out = data.get("output", {})
@@ -346,16 +317,10 @@ class Preset:
 
 
 def _check_chains(data: dict, source: str) -> None:
-    """Deep-check plugin chains with ``plugin_bridge.plugins.validate_chain`` when that module exists."""
+    """Deep-check plugin chains with ``plugin_bridge.plugins.validate_chain``."""
     chains = [(f"queries[{i}].chain", q.get("chain")) for i, q in enumerate(data["queries"]) if q.get("chain")]
     if data.get("residual", {}).get("chain"):
         chains.append(("residual.chain", data["residual"]["chain"]))
-    if not chains:
-        return
-    try:
-        from plugin_bridge.plugins import validate_chain
-    except ImportError:
-        return
     for where, chain in chains:
         for i, step in enumerate(chain):
             if str(step.get("type", "")).strip().lower() == "vst3":
@@ -370,11 +335,7 @@ def _check_chains(data: dict, source: str) -> None:
 
 
 def load_preset_file(path: str, source: str = "file") -> Preset:
-    try:
-        data = read_json(path, "preset")
-    except SessionError as exc:
-        raise PresetError(str(exc), exc.field) from None
-    p = Preset.from_dict(data, os.path.basename(path))
+    p = Preset.from_dict(PRESET_DOCUMENT.read(path), os.path.basename(path))
     p.source, p.path = source, os.path.abspath(path)
     return p
 
@@ -457,7 +418,7 @@ class PresetStore:
             while os.path.exists(path):
                 path = f"{base}-{k}.json"
                 k += 1
-        atomic_write_text(path, preset.to_json())
+        PRESET_DOCUMENT.write(path, preset.to_dict())
         return path
 
     def import_file(self, path: str, overwrite: bool = False) -> Preset:
@@ -468,13 +429,11 @@ class PresetStore:
 
     def export(self, name: str, path: str, overwrite: bool = False) -> str:
         """Write preset ``name`` to ``path``; an existing file is replaced only with ``overwrite``."""
-        from plugin_bridge.fileio import check_writable_output
-
         p = self.get(name)
         check_writable_output(path, overwrite)
         d = p.to_dict()
         d.pop("factory", None)
-        atomic_write_text(path, json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+        PRESET_DOCUMENT.write(path, d)
         return os.path.abspath(path)
 
     def delete(self, name: str) -> None:
