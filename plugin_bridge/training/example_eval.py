@@ -9,16 +9,28 @@ has one), so the reference never contains the target audio.  Queries compared on
 ``text`` (the label's name, as a user would type it), ``example`` (one reference clip through the audio
 encoder), ``example3`` (three reference clips averaged), ``blend`` (example and text at weight 0.5).
 Also prints the top-1 label retrieval of the references (the encoder's accuracy on dev clips).
+
+Labels the shipped model never saw (issue 15 item 3; ``run_unknown``):
+
+    python -m plugin_bridge.training.example_eval --corpus /work/corpus2 --n 0 \
+        --labels-json models/training/labels_v2.json --unknown-labels door,hum,siren --json out.json
+
+compares, per label on its dev mixtures, the typed name, the nearest trained label's name, one example clip
+and a query learned from 10 train clips.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+import zlib
 
 import numpy as np
+import soundfile as sf
 import torch
 
+from plugin_bridge.corpus.procedural import PACKAGE as PROCEDURAL_PACKAGE
 from plugin_bridge.engine.learn import LearnSettings, learn_query
 from plugin_bridge.fileio import atomic_write_text
 from plugin_bridge.metrics import rms, sdri
@@ -26,8 +38,35 @@ from plugin_bridge.models.encoders.audio import load_audio_encoder
 from plugin_bridge.models.registry import load_model
 from plugin_bridge.models.resunet import forward_padded
 from plugin_bridge.training.audio_encoder import label_prototypes
-from plugin_bridge.training.mixer import RATE, Corpus, label_text, query_texts
+from plugin_bridge.training.mixer import CONFLICTING_FAMILIES, RATE, Corpus, label_text
 from plugin_bridge.training.train import LABELS_JSON
+
+
+def _crop(audio: np.ndarray, n: int, rng) -> np.ndarray:
+    """A random ``n``-sample stretch of an int16 clip as float (zero-padded at a random offset if shorter)."""
+    x = audio.astype(np.float32) / 32768.0
+    if x.size >= n:
+        s = int(rng.integers(0, x.size - n + 1))
+        return x[s:s + n].copy()
+    out = np.zeros(n, np.float32)
+    s = int(rng.integers(0, n - x.size + 1))
+    out[s:s + x.size] = x
+    return out
+
+
+def _level(target: np.ndarray, noise: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The training mixer's levels: target-to-interference ratio uniform in [-10, +10] dB (active RMS),
+    mixture RMS uniform in [-35, -12] dBFS, peak kept under 0.99.  Returns float32 (mixture, target)."""
+    rt, rn = rms(target), rms(noise)
+    if rt > 0 and rn > 0:
+        noise *= rt / rn * 10 ** (-rng.uniform(-10, 10) / 20)
+    mix = target + noise
+    g = 10 ** (rng.uniform(-35, -12) / 20) / max(rms(mix), 1e-9)
+    mix, target = mix * g, target * g
+    peak = float(np.max(np.abs(mix)))
+    if peak > 0.99:
+        mix, target = mix * 0.99 / peak, target * 0.99 / peak
+    return mix.astype(np.float32), target.astype(np.float32)
 
 
 def dev_mixtures(corpus: Corpus, n: int, seconds: float = 3.0, seed: int = 7):
@@ -39,17 +78,6 @@ def dev_mixtures(corpus: Corpus, n: int, seconds: float = 3.0, seed: int = 7):
     for l in labels:
         fams.setdefault(corpus.labels[l]["family"], []).append(l)
     L = int(seconds * RATE)
-
-    def crop(c):
-        x = c.audio.astype(np.float32) / 32768.0
-        if x.size >= L:
-            s = int(rng.integers(0, x.size - L + 1))
-            return x[s:s + L].copy()
-        out = np.zeros(L, np.float32)
-        s = int(rng.integers(0, L - x.size + 1))
-        out[s:s + x.size] = x
-        return out
-
     out = []
     fam_names = sorted(fams)
     for _ in range(n):
@@ -59,27 +87,19 @@ def dev_mixtures(corpus: Corpus, n: int, seconds: float = 3.0, seed: int = 7):
         t = cs[int(rng.integers(len(cs)))]
         others = [c for c in cs if c.group != t.group] or [c for c in cs if c.id != t.id]
         refs = [others[int(i)] for i in rng.choice(len(others), min(3, len(others)), replace=False)]
-        target = crop(t)
+        target = _crop(t.audio, L, rng)
         groups = {corpus.labels[lab].get("group", lab)}
         noise = np.zeros(L, np.float32)
         for _ in range(int(rng.integers(1, 3))):
             cand = [l for l in labels if corpus.labels[l].get("group", l) not in groups]
             il = cand[int(rng.integers(len(cand)))]
             groups.add(corpus.labels[il].get("group", il))
-            z = crop(by[il][int(rng.integers(len(by[il])))])
+            z = _crop(by[il][int(rng.integers(len(by[il])))].audio, L, rng)
             r = rms(z)
             if r > 0:
                 noise += z / r
-        rt, rn = rms(target), rms(noise)
-        if rt > 0 and rn > 0:
-            noise *= rt / rn * 10 ** (-rng.uniform(-10, 10) / 20)
-        mix = target + noise
-        g = 10 ** (rng.uniform(-35, -12) / 20) / max(rms(mix), 1e-9)
-        mix, target = mix * g, target * g
-        peak = float(np.max(np.abs(mix)))
-        if peak > 0.99:
-            mix, target = mix * 0.99 / peak, target * 0.99 / peak
-        out.append((lab, mix.astype(np.float32), target.astype(np.float32),
+        mix, target = _level(target, noise, rng)
+        out.append((lab, mix, target,
                     [r.audio.astype(np.float32) / 32768.0 for r in refs]))
     return out
 
@@ -119,56 +139,128 @@ def run(corpus_dir: str, n: int, seed: int = 7, weights: str | None = None) -> d
     return res
 
 
-def run_learned(corpus_dir: str, labels: list[str], n_clips: int = 10, steps: int = 60, n_mix: int = 24,
-                seed: int = 7, log=print) -> dict:
-    """Issue item 3, for each label treated as unknown: SDRi on dev mixtures of (a) the nearest text query
-    of the *other* labels (the model's vocabulary without the label's own words), (b) the label's own name
-    (for reference), (c) one example clip, (d) a query learned from ``n_clips`` train clips (corpus
-    interferers of other labels).  Caveat: the shipped separator and audio encoder were trained on every
-    label, so this is "unknown to the vocabulary", not "unknown to the network"."""
+def label_mixtures(corpus: Corpus, lab: str, n: int, rng, seconds: float = 3.0):
+    """``n`` mixtures of ``corpus`` (one split) whose target is a stretch of a clip of ``lab``, as
+    (mixture, target, reference clip).  Interferers (1-2) are picked as the training mixer picks them: a
+    family uniformly, then a label of it, then a clip, never of a confusable group already in the mixture
+    nor of a conflicting family (music vs instruments).  The reference is another clip of ``lab`` (of another
+    source group where there is one), so it never contains the target audio."""
+    by = corpus.by_label()
+    info = corpus.labels
+    fams: dict[str, list[str]] = {}
+    for l in sorted(by):
+        fams.setdefault(info[l]["family"], []).append(l)
+    L = int(seconds * RATE)
+    cs = by[lab]
+    out = []
+    for _ in range(n):
+        t = cs[int(rng.integers(len(cs)))]
+        others = [c for c in cs if c.group != t.group] or [c for c in cs if c.id != t.id]
+        ref = others[int(rng.integers(len(others)))]
+        target = _crop(t.audio, L, rng)
+        groups, in_fams = {info[lab].get("group", lab)}, {info[lab]["family"]}
+        noise = np.zeros(L, np.float32)
+        for _ in range(int(rng.integers(1, 3))):
+            ok = lambda l: (info[l].get("group", l) not in groups  # noqa: E731
+                            and not CONFLICTING_FAMILIES.get(info[l]["family"], set()) & in_fams)
+            fs = [f for f in sorted(fams) if any(ok(l) for l in fams[f])]
+            labs = [l for l in fams[fs[int(rng.integers(len(fs)))]] if ok(l)]
+            il = labs[int(rng.integers(len(labs)))]
+            groups.add(info[il].get("group", il))
+            in_fams.add(info[il]["family"])
+            z = _crop(by[il][int(rng.integers(len(by[il])))].audio, L, rng)
+            r = rms(z)
+            if r > 0:
+                noise += z / r
+        mix, target = _level(target, noise, rng)
+        out.append((mix, target, ref.audio.astype(np.float32) / 32768.0))
+    return out
+
+
+def _interferer_clips(corpus: Corpus, lab: str, n: int, rng) -> list[np.ndarray]:
+    """``n`` clips (read from disk) of labels that may be mixed with ``lab``: family uniformly, then label."""
+    by = corpus.by_label()
+    info = corpus.labels
+    ok = [l for l in sorted(by) if info[l].get("group", l) != info[lab].get("group", lab)
+          and not CONFLICTING_FAMILIES.get(info[l]["family"], set()) & {info[lab]["family"]}]
+    fams: dict[str, list[str]] = {}
+    for l in ok:
+        fams.setdefault(info[l]["family"], []).append(l)
+    fs = sorted(fams)
+    out = []
+    for _ in range(n):
+        labs = fams[fs[int(rng.integers(len(fs)))]]
+        cs = by[labs[int(rng.integers(len(labs)))]]
+        out.append(sf.read(cs[int(rng.integers(len(cs)))].path, dtype="float32", always_2d=True)[0][:, 0])
+    return out
+
+
+def run_unknown(corpus_dir: str, labels_json: str, unknown: list[str], n_mix: int = 8, n_clips: int = 10,
+                steps: int = 100, n_interferers: int = 60, seed: int = 7, log=print) -> dict:
+    """Issue 15 item 3 on labels the shipped separator and audio encoder never saw (not in ``LABELS_JSON``,
+    the labels they were trained on).  For each label, on ``n_mix`` dev mixtures (``label_mixtures``), the
+    SDRi of: the label's name as typed (``text_name``); the name of the nearest *trained* label by text
+    embedding similarity (``text_nearest``); one example, another dev clip of the label through the audio
+    encoder (``example``); the mean example embedding of the ``n_clips`` train clips (``examples_mean``, the
+    start of learning); a query learned from those train clips with the ``learn`` machinery (separator
+    frozen, ``steps`` steps, mixed with ``n_interferers`` train clips of other labels) (``learned``)."""
+    with open(LABELS_JSON, encoding="utf-8") as f:
+        trained = sorted(json.load(f)["labels"])
+    known = [l for l in unknown if l in trained]
+    if known:
+        raise ValueError(f"{', '.join(known)}: the shipped model was trained on these labels (models/training/"
+                         "labels.json), so they are not unknown to it")
+    dev = Corpus.load(corpus_dir, "dev", labels_json)
+    train = Corpus.load(corpus_dir, "train", labels_json, load_audio=False)  # only the clips used are read
+    dby, tby = dev.by_label(), train.by_label()
+    short = [l for l in unknown if len(dby.get(l, [])) < 2 or len(tby.get(l, [])) < n_clips]
+    if short:
+        raise ValueError(f"{', '.join(short)}: need at least 2 dev and {n_clips} train clips in {corpus_dir}")
     model = load_model()
     enc = load_audio_encoder()
     text = model.encoder()
-    dev = Corpus.load(corpus_dir, "dev", LABELS_JSON)
-    train = Corpus.load(corpus_dir, "train", LABELS_JSON, load_audio=False)  # only the clips used are read
-
-    def audio(c):
-        import soundfile as sf
-
-        return sf.read(c.path, dtype="float32", always_2d=True)[0][:, 0]
-
-    mixes = dev_mixtures(dev, n_mix * 12, seed=seed)
-    tby = train.by_label()
-    rng = np.random.default_rng(seed)
-    out = {}
-    for lab in labels:
-        ms = [m for m in mixes if m[0] == lab][:n_mix]
-        if not ms:
-            continue
-        own = set(query_texts(lab, dev.labels[lab]))
-        vocab = sorted({t for l, info in train.labels.items() if l != lab for t in query_texts(l, info)} - own)
-        vv = text.encode(vocab)
+    tv = text.encode([label_text(l) for l in trained])
+    names = ("text_name", "text_nearest", "example", "examples_mean", "learned")
+    out: dict = {}
+    for lab in unknown:
+        t0, c0 = time.monotonic(), time.process_time()
+        rng = np.random.default_rng([seed, zlib.crc32(lab.encode())])
+        ms = label_mixtures(dev, lab, n_mix, rng)
         name_v = text.encode([label_text(lab)])[0]
-        nearest = vocab[int(np.argmax(vv @ name_v))]
-        clips = [audio(tby[lab][int(i)]) for i in rng.choice(len(tby[lab]), min(n_clips, len(tby[lab])), replace=False)]
-        others = [c for l, cs in tby.items() if l != lab for c in cs]
-        inter = [audio(others[int(i)]) for i in rng.choice(len(others), 60, replace=False)]
+        sims = tv @ name_v
+        k = int(np.argmax(sims))
+        pick = rng.choice(len(tby[lab]), n_clips, replace=False)
+        clips = [sf.read(tby[lab][int(i)].path, dtype="float32", always_2d=True)[0][:, 0] for i in pick]
+        inter = _interferer_clips(train, lab, n_interferers, rng)
         res = learn_query(model, clips, inter, label_text(lab), LearnSettings(steps=steps, seed=seed))
-        conds = {"nearest_text": text.encode([nearest])[0], "own_name": name_v,
-                 "example": None, "learned": res.vector}
-        rows = {k: [] for k in conds}
-        for _, mix, tgt, refs in ms:
-            conds["example"] = enc.encode_wave(refs[0][: RATE * 10])
-            c = torch.from_numpy(np.stack(list(conds.values())).astype(np.float32))
+        fixed = [name_v, tv[k], None, res.start_vector, res.vector]
+        rows: dict[str, list[float]] = {n: [] for n in names}
+        for mix, tgt, ref in ms:
+            fixed[2] = enc.encode_wave(ref[: RATE * 10])
+            c = torch.from_numpy(np.stack(fixed).astype(np.float32))
             with torch.inference_mode():
-                est = forward_padded(model.net.eval(), torch.from_numpy(mix)[None, None].expand(len(c), 1, -1), c)[:, 0]
-            for k, y in zip(conds, est.numpy()):
-                rows[k].append(sdri(tgt, y, mix))
-        out[lab] = {"nearest_text": nearest, "n_mixtures": len(ms), "learn_seconds": round(res.seconds, 1),
-                    **{f"sdri_{k}": round(float(np.median(v)), 2) for k, v in rows.items()}}
+                est = forward_padded(model.net.eval(), torch.from_numpy(mix)[None, None].expand(len(c), 1, -1),
+                                     c)[:, 0]
+            for n, y in zip(names, est.numpy()):
+                rows[n].append(round(float(sdri(tgt, y, mix)), 2))
+        procedural = all(c.package == PROCEDURAL_PACKAGE for c in dby[lab] + tby[lab])
+        out[lab] = {"source": "procedural" if procedural else "real", "nearest_trained_label": trained[k],
+                    "nearest_similarity": round(float(sims[k]), 3), "n_mixtures": len(ms),
+                    "dev_clips": len(dby[lab]), "learn_clips": n_clips, "learn_steps": steps,
+                    "learn_start": res.start_kind, "learn_val_sdri_start": round(res.val_sdri_start, 2),
+                    "learn_val_sdri": round(res.val_sdri, 2),
+                    **{f"sdri_{n}": round(float(np.median(v)), 2) for n, v in rows.items()},
+                    "per_mixture": rows, "wall_seconds": round(time.monotonic() - t0, 1),
+                    "cpu_seconds": round(time.process_time() - c0, 1)}
         if log:
-            log(json.dumps({lab: out[lab]}))
-    return out
+            log(json.dumps({lab: {k: v for k, v in out[lab].items() if k != "per_mixture"}}))
+    summary = {f"median_over_labels_{n}": round(float(np.median([out[l][f"sdri_{n}"] for l in out])), 2)
+               for n in names}
+    summary["learned_minus_text_nearest_per_label"] = {l: round(out[l]["sdri_learned"] - out[l]["sdri_text_nearest"], 2)
+                                                       for l in out}
+    return {"corpus": corpus_dir, "labels_json": labels_json, "seed": seed, "labels": out, **summary,
+            "wall_seconds": round(sum(v["wall_seconds"] for v in out.values()), 1),
+            "cpu_seconds": round(sum(v["cpu_seconds"] for v in out.values()), 1)}
 
 
 def main(argv=None) -> int:
@@ -179,14 +271,22 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="audio encoder (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--learn-labels", default="", help="also run the learned-query comparison for these labels")
-    ap.add_argument("--learn-steps", type=int, default=60)
+    ap.add_argument("--labels-json", default=LABELS_JSON,
+                    help="label vocabulary of --corpus for --unknown-labels (default: the trained labels.json)")
+    ap.add_argument("--unknown-labels", default="",
+                    help="comma-separated labels the shipped model never saw: compare text, example and learned "
+                         "queries on their dev mixtures (issue 15 item 3)")
+    ap.add_argument("--mixtures", type=int, default=8, help="dev mixtures per unknown label (default 8)")
+    ap.add_argument("--learn-clips", type=int, default=10, help="train clips per learned query (default 10)")
+    ap.add_argument("--learn-steps", type=int, default=LearnSettings().steps,
+                    help="learn steps (default: plugin-bridge learn's default)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     res = run(a.corpus, a.n, a.seed, a.weights) if a.n else {}
-    if a.learn_labels:
-        res["learned"] = run_learned(a.corpus, [l for l in a.learn_labels.split(",") if l], steps=a.learn_steps,
-                                     seed=a.seed, log=lambda s: print(s, file=sys.stderr))
+    if a.unknown_labels:
+        res["unknown"] = run_unknown(a.corpus, a.labels_json, [l for l in a.unknown_labels.split(",") if l],
+                                     n_mix=a.mixtures, n_clips=a.learn_clips, steps=a.learn_steps, seed=a.seed,
+                                     log=lambda s: print(s, file=sys.stderr))
     text = json.dumps(res, indent=1)
     print(text)
     if a.json:
