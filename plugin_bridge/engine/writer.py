@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from plugin_bridge.errors import OutputError
-from plugin_bridge.fileio import temp_prefix
+from plugin_bridge.fileio import publish, temp_prefix
 
-__all__ = ["OutputFormat", "StemWriterSet", "FORMATS"]
+__all__ = ["OutputFormat", "StemWriterSet", "WriterSink", "FORMATS"]
 
 # name -> (extension, bit depth, float?)
 FORMATS = {
@@ -108,8 +108,6 @@ class StemWriterSet:
         for f in self._files:
             f.close()
         self._files = []
-        from plugin_bridge.fileio import publish
-
         for tmp, final in zip(self._tmp, self.paths):
             publish(tmp, final)  # mkstemp creates 0600; stems get normal permissions
         self._tmp = []
@@ -128,3 +126,20 @@ class StemWriterSet:
             except OSError:
                 pass
         self._tmp = []
+
+
+class WriterSink:
+    """A ``StemWriterSet`` as the separator's ``StemSink``: blocks are appended in order, ``close()``
+    commits (and returns the final paths), ``abort()`` removes the temporaries."""
+
+    def __init__(self, writers: StemWriterSet):
+        self.writers = writers
+
+    def write(self, start: int, blocks: list[np.ndarray]) -> None:
+        self.writers.write(blocks)
+
+    def close(self) -> list[str]:
+        return self.writers.commit()
+
+    def abort(self) -> None:
+        self.writers.abort()
