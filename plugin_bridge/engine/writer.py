@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -61,12 +62,18 @@ def check_output_dir(out_dir: str) -> None:
 
 
 class StemWriterSet:
-    """One streaming writer per output name, committed together."""
+    """One streaming writer per output name, committed together.
+
+    ``open_file(index, tmp_path)`` opens output ``index`` at its temporary path (an object with
+    ``write((channels, n) float32)`` and ``close()``); default: Pedalboard's writer in ``fmt``."""
 
     def __init__(self, paths: list[str], sample_rate: int, channels: int, fmt: OutputFormat,
-                 prefix: str | None = None):
+                 prefix: str | None = None, open_file: Callable[[int, str], Any] | None = None):
         from pedalboard.io import AudioFile
 
+        if open_file is None:
+            def open_file(index: int, tmp: str):
+                return AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels, bit_depth=fmt.bit_depth)
         self.paths = paths
         self.fmt = fmt
         self.clipped = [0] * len(paths)
@@ -74,14 +81,13 @@ class StemWriterSet:
         self._tmp: list[str] = []
         self._files = []
         try:
-            for p in paths:
+            for i, p in enumerate(paths):
                 d = os.path.dirname(os.path.abspath(p))
                 check_output_dir(d)
                 fd, tmp = tempfile.mkstemp(prefix=prefix or temp_prefix("partial"), suffix=fmt.extension, dir=d)
                 os.close(fd)
                 self._tmp.append(tmp)
-                self._files.append(AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels,
-                                             bit_depth=fmt.bit_depth))
+                self._files.append(open_file(i, tmp))
         except OutputError:
             self.abort()
             raise
