@@ -15,7 +15,7 @@ import soundfile as sf
 from pedalboard.io import AudioFile
 
 from plugin_bridge.errors import AudioInputError, OutputError
-from plugin_bridge.export.bwf import MAX_RIFF_BYTES, add_bext, read_bext, write_bwf
+from plugin_bridge.export.bwf import MAX_RIFF_BYTES, BwfWriter, add_bext, read_bext, write_bwf
 
 MEDIAINFO = shutil.which("mediainfo")
 needs_mediainfo = pytest.mark.skipif(MEDIAINFO is None, reason="mediainfo not installed (apt-get install mediainfo)")
@@ -207,3 +207,24 @@ def test_tag_session_stems_places_each_stem(tmp_path):
     gen, _, tref = _mediainfo(s.tracks[2].path)
     assert gen["Description"] == "residual (everything not extracted) of Mix"
     assert tref == round(1234567 * 44100 / 48000)                      # at the file's own rate
+
+
+@pytest.mark.parametrize("bits", [16, 24, 32])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_streamed_bwf_is_byte_identical_to_pedalboard_plus_add_bext(tmp_path, bits, channels):
+    """BwfWriter writes a stem once, in blocks, yet gives the very bytes of a Pedalboard WAV with the
+    chunk inserted afterwards (header chunks, sample conversion incl. clipping, sizes, pad byte)."""
+    x = _audio(channels, 7001, seed=bits + channels) * 1.3      # some samples beyond full scale
+    fields = dict(description="dialogue", time_reference=2 ** 33 + 7, originator_reference="PBTEST",
+                  origination_date="2024-01-02", origination_time="03:04:05")
+    ref = tmp_path / "ref.wav"
+    with AudioFile(str(ref), "w", 44100, channels, bit_depth=bits) as f:
+        f.write(x)
+    add_bext(str(ref), **fields)
+    out = tmp_path / "streamed.wav"
+    w = BwfWriter(str(out), 44100, channels, bits, **fields)
+    for a in range(0, x.shape[1], 3000):
+        w.write(x[:, a:a + 3000])
+    w.close()
+    assert out.read_bytes() == ref.read_bytes()
+    assert read_bext(str(out)).time_reference == 2 ** 33 + 7

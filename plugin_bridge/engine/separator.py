@@ -1,5 +1,11 @@
 """The separation engine: stream reader -> chunker -> query encoder + network -> overlap-add -> writer.
 
+``Separator.separate_stream(reader, queries, settings, sink)`` is the core: it owns chunking, weighting
+and overlap-add, reading from an ``AudioSource`` and handing finished frames to a ``StemSink`` (plain
+numpy arrays, in order).  ``separate_file`` (a ``StreamReader`` into a ``WriterSink``) and
+``separate_array`` (an ``ArraySource`` into an ``ArraySink``) only read -> apply -> save;
+``plugin_bridge.session.jobs`` passes its own sink.
+
 ``Separator.separate_file`` streams any file (any rate 8-192 kHz, any channel count, any length) and
 writes one stem per query plus a residual, each with exactly the input's rate, channel count and
 length.  ``Separator.separate_array`` runs the same pipeline on an in-memory array.
@@ -19,8 +25,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -29,10 +35,12 @@ from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP,
 from plugin_bridge.engine.masks import combine_masks, complex_masks, magnitude
 from plugin_bridge.audio_io import StreamReader, resample
 from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, native_grid, stft
-from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
+from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, WriterSink, check_output_dir
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
+from plugin_bridge.fileio import check_writable_output
 
-__all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress"]
+__all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress", "AudioSource", "StemSink",
+           "ArraySource", "ArraySink"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,63 @@ def slug(text: str, max_len: int = 40) -> str:
 
 
 CancelFlag = Callable[[], bool] | threading.Event | None
+
+
+class AudioSource(Protocol):
+    """What ``separate_stream`` reads: ``frames``, ``sample_rate``, ``channels`` and
+    ``get(start, stop)`` -> (channels, stop - start) float32, called with non-decreasing ``start``
+    (``StreamReader`` is one)."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+
+    def get(self, start: int, stop: int) -> np.ndarray: ...
+
+
+class StemSink(Protocol):
+    """Where ``separate_stream`` puts the stems.
+
+    ``write(start, blocks)`` is called with consecutive, non-empty blocks from frame 0 to the end:
+    ``blocks`` holds one (channels, n) float64 array per query (then the residual, when the settings
+    keep it), valid only during the call.  Exactly one of ``close()`` (every frame was written; its
+    result is what ``separate_stream`` returns) or ``abort()`` (failure or cancel: discard everything)
+    follows."""
+
+    def write(self, start: int, blocks: list[np.ndarray]) -> None: ...
+
+    def close(self) -> Any: ...
+
+    def abort(self) -> None: ...
+
+
+class ArraySource:
+    """An in-memory (channels, frames) array as an ``AudioSource``."""
+
+    def __init__(self, audio: np.ndarray, rate: int):
+        self.audio = audio
+        self.sample_rate = rate
+        self.channels, self.frames = audio.shape
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        return self.audio[:, start:stop]
+
+
+class ArraySink:
+    """Collects every output into one (outputs, channels, frames) array; ``close()`` returns it as float32."""
+
+    def __init__(self, outputs: int, channels: int, frames: int):
+        self.out = np.zeros((outputs, channels, frames), np.float64)
+
+    def write(self, start: int, blocks: list[np.ndarray]) -> None:
+        for o, b in zip(self.out, blocks):
+            o[:, start:start + b.shape[-1]] = b
+
+    def close(self) -> np.ndarray:
+        return self.out.astype(np.float32)
+
+    def abort(self) -> None:
+        self.out = None
 
 
 def _cancelled(cancel: CancelFlag) -> bool:
@@ -227,39 +292,57 @@ class Separator:
         return stems.astype(np.float64)
 
     # -- whole streams -------------------------------------------------------------------------------
-    def _run(self, get: Callable[[int, int], np.ndarray], frames: int, rate: int, channels: int,
-             queries: list[Query], settings: SeparationSettings, sink: Callable[[int, list[np.ndarray]], None],
-             progress: Callable[[Progress], None] | None, cancel: CancelFlag) -> None:
-        settings = settings.validate()
-        if not queries:
-            raise ConfigError("at least one query is needed")
-        cond, has_neg = self._conditions(queries)
-        align = align_unit(rate, self.cfg.sample_rate)
-        chunk = int(round(min(settings.chunk_seconds, self.max_chunk_seconds) * rate))
-        chunk = max(chunk, align)
-        overlap = int(round(settings.overlap * chunk))
-        overlap = min(overlap, chunk - align) if chunk > align else 0
-        segs = plan_segments(frames, chunk, overlap, align)
-        Q = len(queries)
-        ola = OverlapAdd(Q, channels, frames, settings.weight_power)
-        t0 = time.monotonic()
-        for k, seg in enumerate(segs):
-            if _cancelled(cancel):
-                raise JobCancelled("separation cancelled; no output was written")
-            x = get(seg.start, seg.stop)
-            stems = self.process_segment(x, rate, cond, has_neg, settings)
-            nxt = segs[k + 1].start if k + 1 < len(segs) else None
-            start, blocks = ola.add(seg, list(stems), nxt)
-            if blocks[0].shape[-1]:
-                sink(start, blocks)
-            if progress:
-                el = time.monotonic() - t0
-                frac = seg.stop / frames if nxt is not None else 1.0
-                eta = el / frac * (1 - frac) if frac > 0 else None
-                progress(Progress(frac, eta, k + 1, len(segs), el))
-        start, blocks = ola.finish()
-        if blocks[0].shape[-1]:
-            sink(start, blocks)
+    def separate_stream(self, reader: "AudioSource", queries: list[Query], settings: SeparationSettings,
+                        sink: "StemSink", progress: Callable[[Progress], None] | None = None,
+                        cancel: CancelFlag = None):
+        """The engine core: split ``reader`` into overlapping chunks, separate each, weight and
+        overlap-add them, and hand the finished frames to ``sink`` in order.
+
+        ``sink.write(start, blocks)`` receives consecutive blocks covering frames ``[0, reader.frames)``:
+        one (channels, n) float64 array per query, plus the residual (mix minus the stems) last when
+        ``settings.residual``.  When every frame is written ``sink.close()`` is called and its result
+        returned; on any error or cancel (``JobCancelled``) ``sink.abort()`` is called and the
+        exception propagates."""
+        try:
+            settings = settings.validate()
+            if not queries:
+                raise ConfigError("at least one query is needed")
+            cond, has_neg = self._conditions(queries)
+            frames, rate = reader.frames, reader.sample_rate
+            align = align_unit(rate, self.cfg.sample_rate)
+            chunk = int(round(min(settings.chunk_seconds, self.max_chunk_seconds) * rate))
+            chunk = max(chunk, align)
+            overlap = int(round(settings.overlap * chunk))
+            overlap = min(overlap, chunk - align) if chunk > align else 0
+            segs = plan_segments(frames, chunk, overlap, align)
+            ola = OverlapAdd(len(queries), reader.channels, frames, settings.weight_power)
+
+            def emit(start: int, blocks: list[np.ndarray]) -> None:
+                n = blocks[0].shape[-1]
+                if not n:
+                    return
+                if settings.residual:
+                    blocks = blocks + [reader.get(start, start + n).astype(np.float64) - np.sum(blocks, axis=0)]
+                sink.write(start, blocks)
+
+            t0 = time.monotonic()
+            for k, seg in enumerate(segs):
+                if _cancelled(cancel):
+                    raise JobCancelled("separation cancelled; no output was written")
+                x = reader.get(seg.start, seg.stop)
+                stems = self.process_segment(x, rate, cond, has_neg, settings)
+                nxt = segs[k + 1].start if k + 1 < len(segs) else None
+                emit(*ola.add(seg, list(stems), nxt))
+                if progress:
+                    el = time.monotonic() - t0
+                    frac = seg.stop / frames if nxt is not None else 1.0
+                    eta = el / frac * (1 - frac) if frac > 0 else None
+                    progress(Progress(frac, eta, k + 1, len(segs), el))
+            emit(*ola.finish())
+        except BaseException:
+            sink.abort()
+            raise
+        return sink.close()
 
     def separate_array(self, audio: np.ndarray, rate: int, queries: list[Query],
                        settings: SeparationSettings = SeparationSettings(),
@@ -272,16 +355,9 @@ class Separator:
             raise AudioInputError("audio must be a non-empty (channels, frames) array")
         if not np.all(np.isfinite(audio)):
             raise AudioInputError("audio contains NaN or infinite samples")
-        C, L = audio.shape
-        out = np.zeros((len(queries), C, L), np.float64)
-
-        def sink(start, blocks):
-            for q, b in enumerate(blocks):
-                out[q, :, start:start + b.shape[-1]] = b
-
-        self._run(lambda a, b: audio[:, a:b], L, rate, C, queries, settings, sink, progress, cancel)
-        residual = audio.astype(np.float64) - out.sum(axis=0)
-        return out.astype(np.float32), residual.astype(np.float32)
+        out = self.separate_stream(ArraySource(audio, rate), queries, replace(settings, residual=True),
+                                   ArraySink(len(queries) + 1, *audio.shape), progress, cancel)
+        return out[:-1], out[-1]
 
     def separate_file(self, path: str, queries: list[Query], out_dir: str,
                       fmt: OutputFormat | str = "wav24", settings: SeparationSettings = SeparationSettings(),
@@ -292,8 +368,6 @@ class Separator:
         """Stream ``path`` (optionally only frames ``region``) into one file per query plus a residual.
 
         An existing output file is an error (nothing is written) unless ``overwrite``."""
-        from plugin_bridge.fileio import check_writable_output
-
         fmt = OutputFormat(fmt) if isinstance(fmt, str) else fmt
         settings = settings.validate()
         t0 = time.monotonic()
@@ -317,20 +391,7 @@ class Separator:
             for p in all_paths:
                 check_writable_output(p, overwrite)
             writers = StemWriterSet(all_paths, reader.sample_rate, reader.channels, fmt, partial_prefix)
-            try:
-                def sink(start, blocks):
-                    mix = reader.get(start, start + blocks[0].shape[-1]).astype(np.float64)
-                    out = [b for b in blocks]
-                    if res_path:
-                        out.append(mix - np.sum(blocks, axis=0))
-                    writers.write(out)
-
-                self._run(reader.get, reader.frames, reader.sample_rate, reader.channels, queries, settings,
-                          sink, progress, cancel)
-                written = writers.commit()
-            except BaseException:
-                writers.abort()
-                raise
+            written = self.separate_stream(reader, queries, settings, WriterSink(writers), progress, cancel)
         finally:
             reader.close()
         warnings = []

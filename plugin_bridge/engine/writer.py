@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from plugin_bridge.errors import OutputError
-from plugin_bridge.fileio import temp_prefix
+from plugin_bridge.fileio import publish, temp_prefix
 
-__all__ = ["OutputFormat", "StemWriterSet", "FORMATS"]
+__all__ = ["OutputFormat", "StemWriterSet", "WriterSink", "FORMATS"]
 
 # name -> (extension, bit depth, float?)
 FORMATS = {
@@ -61,12 +62,18 @@ def check_output_dir(out_dir: str) -> None:
 
 
 class StemWriterSet:
-    """One streaming writer per output name, committed together."""
+    """One streaming writer per output name, committed together.
+
+    ``open_file(index, tmp_path)`` opens output ``index`` at its temporary path (an object with
+    ``write((channels, n) float32)`` and ``close()``); default: Pedalboard's writer in ``fmt``."""
 
     def __init__(self, paths: list[str], sample_rate: int, channels: int, fmt: OutputFormat,
-                 prefix: str | None = None):
+                 prefix: str | None = None, open_file: Callable[[int, str], Any] | None = None):
         from pedalboard.io import AudioFile
 
+        if open_file is None:
+            def open_file(index: int, tmp: str):
+                return AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels, bit_depth=fmt.bit_depth)
         self.paths = paths
         self.fmt = fmt
         self.clipped = [0] * len(paths)
@@ -74,14 +81,13 @@ class StemWriterSet:
         self._tmp: list[str] = []
         self._files = []
         try:
-            for p in paths:
+            for i, p in enumerate(paths):
                 d = os.path.dirname(os.path.abspath(p))
                 check_output_dir(d)
                 fd, tmp = tempfile.mkstemp(prefix=prefix or temp_prefix("partial"), suffix=fmt.extension, dir=d)
                 os.close(fd)
                 self._tmp.append(tmp)
-                self._files.append(AudioFile(tmp, "w", samplerate=sample_rate, num_channels=channels,
-                                             bit_depth=fmt.bit_depth))
+                self._files.append(open_file(i, tmp))
         except OutputError:
             self.abort()
             raise
@@ -108,8 +114,6 @@ class StemWriterSet:
         for f in self._files:
             f.close()
         self._files = []
-        from plugin_bridge.fileio import publish
-
         for tmp, final in zip(self._tmp, self.paths):
             publish(tmp, final)  # mkstemp creates 0600; stems get normal permissions
         self._tmp = []
@@ -128,3 +132,20 @@ class StemWriterSet:
             except OSError:
                 pass
         self._tmp = []
+
+
+class WriterSink:
+    """A ``StemWriterSet`` as the separator's ``StemSink``: blocks are appended in order, ``close()``
+    commits (and returns the final paths), ``abort()`` removes the temporaries."""
+
+    def __init__(self, writers: StemWriterSet):
+        self.writers = writers
+
+    def write(self, start: int, blocks: list[np.ndarray]) -> None:
+        self.writers.write(blocks)
+
+    def close(self) -> list[str]:
+        return self.writers.commit()
+
+    def abort(self) -> None:
+        self.writers.abort()

@@ -3,9 +3,11 @@
 Pedalboard writes plain WAV (``JUNK`` + ``fmt `` + ``data``) and no metadata, so the ``bext`` chunk is
 written here by hand and inserted right before ``data``:
 
-* ``write_bwf(path, audio, rate, bit_depth, time_reference, description, ...)`` writes audio with
-  Pedalboard (16/24-bit PCM, or 32-bit IEEE float) and adds the chunk; atomic (temp file in the
-  same folder + ``os.replace``).
+* ``BwfWriter(path, rate, channels, bit_depth, description=..., time_reference=...)`` streams a WAV
+  with its ``bext`` chunk in one pass (16/24-bit PCM, or 32-bit IEEE float; the same header chunks
+  and sample bytes as Pedalboard's WAV writer); render jobs write their stems with it.
+* ``write_bwf(path, audio, rate, bit_depth, time_reference, description, ...)`` writes an array
+  through ``BwfWriter``; atomic (temp file in the same folder + ``os.replace``).
 * ``add_bext(path, ...)`` inserts (or replaces) the chunk in an existing WAV, atomically; the audio
   bytes are copied unchanged.  ``out_path`` writes a new file instead and leaves ``path`` untouched.
 * ``read_bext(path)`` reads the fields back (``None`` if the file has no ``bext``).
@@ -24,20 +26,21 @@ before anything is written; RF64 input is refused the same way.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Iterator
 
 import numpy as np
+from pedalboard.io import AudioFile
 
 from plugin_bridge.errors import AudioInputError, ConfigError, OutputError
-from plugin_bridge.fileio import atomic_path, temp_prefix
+from plugin_bridge.fileio import atomic_path
 
-__all__ = ["write_bwf", "add_bext", "read_bext", "build_bext", "Bext", "stem_bext_fields", "tag_session_stems", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
+__all__ = ["write_bwf", "BwfWriter", "pcm_bytes", "add_bext", "read_bext", "build_bext", "Bext", "stem_bext_fields", "tag_session_stems", "BEXT_FIXED_SIZE", "MAX_RIFF_BYTES",
            "ORIGINATOR"]
 
 ORIGINATOR = "plugin-bridge"
@@ -245,6 +248,78 @@ def _copy(src: BinaryIO, dst: BinaryIO, n: int) -> None:
         left -= len(buf)
 
 
+def pcm_bytes(block: np.ndarray, bit_depth: int) -> bytes:
+    """(channels, frames) float -> interleaved little-endian WAV sample bytes, the same bytes as
+    Pedalboard's WAV writer: 32 = IEEE float as is; 16/24 = clipped to [-1, 1], rounded to 32 bits,
+    then shifted down (arithmetic shift)."""
+    x = np.asarray(block, np.float32).T
+    if bit_depth == 32:
+        return np.ascontiguousarray(x, "<f4").tobytes()
+    q = np.round(np.clip(x.astype(np.float64), -1.0, 1.0) * 0x7FFFFFFF).astype(np.int64) >> (32 - bit_depth)
+    if bit_depth == 16:
+        return q.astype("<i2").tobytes()
+    return np.ascontiguousarray(q.astype("<i4")).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+class BwfWriter:
+    """Streams one Broadcast WAV in a single pass: the RIFF header, Pedalboard's own ``JUNK`` and
+    ``fmt `` chunks for these parameters (so the file reads exactly like a plain stem), the ``bext``
+    chunk, then ``write(block)`` appends samples to ``data``; ``close()`` fills in the sizes.
+
+    Writes ``path`` directly: callers make it atomic (a temporary name, renamed when complete).  A
+    stream that would pass the 4 GiB RIFF limit raises ``OutputError``."""
+
+    def __init__(self, path: str, rate: int, channels: int, bit_depth: int, *, description: str = "",
+                 time_reference: int = 0, originator_reference: str | None = None,
+                 origination_date: str | None = None, origination_time: str | None = None, version: int = 1,
+                 extra_history: str = ""):
+        if bit_depth not in _BIT_DEPTHS:
+            raise OutputError(f"bit_depth must be 16, 24 (PCM) or 32 (float), not {bit_depth!r}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 1000 <= int(rate) <= 768000:
+            raise OutputError(f"sample rate must be an integer between 1000 and 768000 Hz, not {rate!r}")
+        self.path, self.channels, self.bit_depth = path, channels, bit_depth
+        empty = io.BytesIO()
+        with AudioFile(empty, "w", samplerate=int(rate), num_channels=channels, bit_depth=bit_depth, format="wav"):
+            pass
+        empty.seek(0)
+        head = [(c.id, empty.getvalue()[c.offset:c.offset + c.size]) for c in _chunks(empty, path) if c.id != b"data"]
+        tag = _fmt_info(empty, next(c for c in _chunks(empty, path) if c.id == b"fmt "))[0]
+        history = default_coding_history(int(rate), bit_depth, channels, tag == 3)
+        if extra_history:
+            history = history + "\r\n" + extra_history
+        payload = build_bext(description=description, originator_reference=originator_reference,
+                             origination_date=origination_date, origination_time=origination_time,
+                             time_reference=time_reference, version=version, coding_history=history)
+        head.append((b"bext", payload))
+        self._header = b"".join(cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+                                for cid, data in head)
+        self.data_bytes = 0
+        self._f = open(path, "wb")
+        self._f.write(b"RIFF\0\0\0\0WAVE" + self._header + b"data\0\0\0\0")
+
+    def _riff_size(self, data_bytes: int) -> int:
+        return 4 + len(self._header) + 8 + data_bytes + (data_bytes & 1)
+
+    def write(self, block: np.ndarray) -> None:
+        raw = pcm_bytes(block, self.bit_depth)
+        if self._riff_size(self.data_bytes + len(raw)) > MAX_RIFF_BYTES:
+            raise OutputError(f"{self.path}: the WAV would pass the 4 GiB limit of RIFF; RF64/BW64 output is not "
+                              f"supported: split the stem or use FLAC")
+        self._f.write(raw)
+        self.data_bytes += len(raw)
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        if self.data_bytes & 1:
+            self._f.write(b"\0")
+        self._f.seek(4)
+        self._f.write(struct.pack("<I", self._riff_size(self.data_bytes)))
+        self._f.seek(12 + len(self._header) + 4)
+        self._f.write(struct.pack("<I", self.data_bytes))
+        self._f.close()
+
+
 def write_bwf(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24, time_reference: int = 0,
               description: str = "", *, originator_reference: str | None = None,
               origination_date: str | None = None, origination_time: str | None = None,
@@ -271,29 +346,15 @@ def write_bwf(path: str, audio: np.ndarray, rate: int, bit_depth: int = 24, time
                           f"supported: split the stem or use FLAC")
     if not np.isfinite(x).all():
         raise AudioInputError("audio contains NaN or infinite samples; nothing was written")
-    from pedalboard.io import AudioFile
-
     target = os.path.abspath(path)
-    d = os.path.dirname(target)
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), suffix=".wav", dir=d)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with AudioFile(tmp, "w", samplerate=int(rate), num_channels=channels, bit_depth=bit_depth) as f:
-            f.write(np.ascontiguousarray(x))
-        add_bext(tmp, out_path=target, description=description, time_reference=time_reference,
-                 originator_reference=originator_reference, origination_date=origination_date,
-                 origination_time=origination_time, version=version, extra_history=extra_history)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
+    with atomic_path(target, suffix=".wav") as tmp:
+        w = BwfWriter(tmp, int(rate), channels, bit_depth, description=description, time_reference=time_reference,
+                      originator_reference=originator_reference, origination_date=origination_date,
+                      origination_time=origination_time, version=version, extra_history=extra_history)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            w.write(x)
+        finally:
+            w.close()
     return target
 
 

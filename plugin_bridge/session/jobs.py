@@ -1,18 +1,23 @@
-"""Render jobs: a region x a set of queries -> stem tracks placed sample-exactly in the session.
+"""Render jobs: a region x a set of queries -> stem tracks placed sample-exactly in the session, and
+chain re-render jobs, in one queue.
 
-A job reads the region plus ``context_seconds`` of audio before and after it (clipped at the file
-ends) so the separator hears onsets, separates with ``Separator.separate_file`` into float32 scratch
-files, trims the context away, optionally runs each query's plugin chain
-(``plugin_bridge.plugins.render_chain`` when that module exists), and writes the final stems in the
-requested format.  Stem files are named from a template (tokens {session} {track} {region} {label}
-{query} {index} {token} {preset}), sanitised and unique in ``<session>_stems/``.  Every query gives one
-stem track under the source track, at the region's start, plus a residual track (unless the residual
-is discarded), so stems + residual == the region's audio (exactly, up to float32 rounding, with
-``wav32f``; within quantisation for integer formats; not when plugin chains change the stems).
+A separation job reads the region plus ``context_seconds`` of audio before and after it (clipped at
+the file ends) so the separator hears onsets, and streams it through ``Separator.separate_stream``
+into the job's sink (``_StemFiles``), which drops the context, runs each query's plugin chain
+(``plugin_bridge.plugins.render_chain``) and writes each final stem once in the requested format, WAV
+stems with their BWF ``bext`` chunk (``export.bwf.BwfWriter``).  Stem files are named here, and only
+here, from a template (tokens {session} {track} {region} {label} {query} {index} {token} {preset}),
+sanitised and unique in ``<session>_stems/``.  Every query gives one stem track under the source
+track, at the region's start, plus a residual track (unless the residual is discarded), so stems +
+residual == the region's audio (exactly, up to float32 rounding, with ``wav32f``; within quantisation
+for integer formats; not when plugin chains change the stems).
 
-Atomicity: all outputs of a job are written in a hidden work folder ``.pb-job-<id>`` inside the stems
-folder and moved into place only once every stem is complete; a cancelled or failed job leaves no
-file.  A region that extends past the ends of its track's audio is clipped to the audio.
+Atomicity: every stem is written under a hidden temporary name beside its final name and renamed into
+place only once the whole job succeeded; a cancelled or failed job leaves no file.  A region that
+extends past the ends of its track's audio is clipped to the audio.
+
+A re-render job (``JobQueue.enqueue_rerender``) runs a track's plugin chain over its unprocessed file
+into a new ``<base>_fxN`` file and points the track at it (see ``_run_rerender``).
 
 ``JobQueue`` runs jobs one after another in a worker thread, reports progress/ETA, cancels one job or
 all, records failures with a readable message and carries on, and persists job state in the session
@@ -24,7 +29,6 @@ import copy
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,12 +36,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from plugin_bridge.audio_io import StreamReader, probe, read_all
+from plugin_bridge.engine.separator import Query, SeparationSettings, Separator, slug
+from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
 from plugin_bridge.errors import JobCancelled, OutputError, PluginBridgeError
+from plugin_bridge.export.bwf import BwfWriter
+from plugin_bridge.models.registry import load_model, query_warnings
+from plugin_bridge.plugins import render_chain, validate_chain
 from plugin_bridge.session.model import (
     DEFAULT_SETTINGS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
 )
 
-__all__ = ["JobPlan", "JobResult", "JobQueue", "plan_job", "run_job", "make_job", "stem_file_names",
+__all__ = ["JobPlan", "JobResult", "JobQueue", "plan_job", "run_job", "make_job", "make_rerender_job", "job_kind",
+           "SEPARATE", "RERENDER", "stem_file_names",
            "sanitize_filename", "effective_settings", "default_separator_factory", "JobProgress"]
 
 log = logging.getLogger(__name__)
@@ -80,8 +91,6 @@ def effective_settings(session: Session, job: JobRecord | None = None, overrides
 
 
 def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> JobPlan:
-    from plugin_bridge.audio_io import probe
-
     track = session.track(region.track_id)
     info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers
     cached = (track.sample_rate, track.channels, track.frames)
@@ -122,12 +131,6 @@ def sanitize_filename(name: str, max_len: int = 120) -> str:
     return s
 
 
-def _slug(text: str) -> str:
-    from plugin_bridge.engine.separator import slug
-
-    return slug(text)
-
-
 def stem_file_names(session: Session, track: Track, region: Region, queries: list[QuerySpec], template: str,
                     residual_label: str | None, out_dir: str, ext: str, preset: str | None = None) -> list[str]:
     """File names (without folder) for each query (+ the residual when ``residual_label`` is not None),
@@ -137,7 +140,7 @@ def stem_file_names(session: Session, track: Track, region: Region, queries: lis
     check_name_template(template, "name_template")
     ri = [r.id for r in session.regions_on(track.id)]
     region_name = region.name or f"R{ri.index(region.id) + 1 if region.id in ri else 1}"
-    items = [(q.label or q.token or q.text, q.text, f"{i + 1:02d}", q.token or q.label or _slug(q.text))
+    items = [(q.label or q.token or q.text, q.text, f"{i + 1:02d}", q.token or q.label or slug(q.text))
              for i, q in enumerate(queries)]
     if residual_label is not None:
         items.append((residual_label or "Residual", "residual", "R", "REST"))
@@ -149,7 +152,7 @@ def stem_file_names(session: Session, track: Track, region: Region, queries: lis
         pass
     for label, text, idx, token in items:
         base = sanitize_filename(template.format(session=session.name, track=track.name, region=region_name,
-                                                 label=label, query=_slug(text), index=idx, token=token,
+                                                 label=label, query=slug(text), index=idx, token=token,
                                                  preset=preset or ""))
         cand, k = base, 2
         while (cand + ext).lower() in taken:
@@ -177,18 +180,6 @@ class JobResult:
     stems: list[Stem]
     tracks: list[Track]
     warnings: list[str] = field(default_factory=list)
-
-
-def _render_chain_fn():
-    try:
-        import importlib
-
-        mod = importlib.import_module("plugin_bridge.plugins")
-    except ModuleNotFoundError as exc:
-        if exc.name and "plugin_bridge.plugins".startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, "render_chain", None)
 
 
 def _is_cancelled(cancel) -> bool:
@@ -219,14 +210,146 @@ def make_job(session: Session, region_id: str, queries: list[QuerySpec] | None =
     return JobRecord(region_id=region.id, queries=qs, settings=st, preset=pname or region.preset)
 
 
+class _StemFiles:
+    """The job's ``StemSink``: keeps the region (drops the context read before and after it), runs
+    each stem's plugin chain and writes every final file once, BWF ``bext`` chunk included, under a
+    temporary name; ``close()`` renames them all into place, ``abort()`` removes them.
+
+    A stem without a chain streams straight to its file.  ``render_chain`` needs the whole signal
+    (effects have state and tails), so a stem with a chain is held in memory (float32, region length)
+    and rendered and written in ``close()``."""
+
+    def __init__(self, writers, plan: JobPlan, chains: list[list], cancel, progress):
+        self.writers, self.plan, self.chains, self.cancel, self.progress = writers, plan, chains, cancel, progress
+        self.held = [np.zeros((plan.channels, plan.length), np.float32) if ch else None for ch in chains]
+        self.written = 0
+        self._empty = np.zeros((plan.channels, 0), np.float32)
+
+    def write(self, start: int, blocks: list[np.ndarray]) -> None:
+        pre = self.plan.pre
+        a, b = max(start, pre), min(start + blocks[0].shape[-1], pre + self.plan.length)
+        if b <= a:
+            return
+        out = []
+        for held, blk in zip(self.held, blocks):
+            part = blk[:, a - start:b - start]
+            if held is not None:
+                held[:, a - pre:b - pre] = part
+                part = self._empty
+            out.append(part)
+        self.writers.write(out)
+        self.written += b - a
+
+    def close(self) -> list[str]:
+        try:
+            if self.written != self.plan.length:
+                raise OutputError(f"the separator delivered {self.written} frames for a {self.plan.length}-frame "
+                                  "region")
+            n_chains = sum(h is not None for h in self.held)
+            for k, i in enumerate(i for i, h in enumerate(self.held) if h is not None):
+                if _is_cancelled(self.cancel):
+                    raise JobCancelled("render cancelled; no stems were written")
+                self.progress(k / n_chains)
+                y = render_chain(self.chains[i], self.held[i], self.plan.rate, cancel=self.cancel)
+                self.held[i] = None
+                for a in range(0, self.plan.length, _BLOCK):
+                    self.writers.write([y[:, a:a + _BLOCK] if j == i else self._empty for j in range(len(self.held))])
+            if _is_cancelled(self.cancel):
+                raise JobCancelled("render cancelled; no stems were written")
+            for p in self.writers.paths:
+                if os.path.exists(p):  # appeared meanwhile: never overwrite
+                    raise OutputError(f"{p} appeared while rendering; not overwritten")
+            return self.writers.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self.held = []
+        self.writers.abort()
+
+
+#: Job kinds.  The kind lives in ``JobRecord.settings["kind"]`` (absent: a separation job), the
+#: re-rendered track in ``settings["track_id"]``; a re-render job has no region (``region_id`` "").
+SEPARATE, RERENDER = "separate", "rerender"
+
+
+def job_kind(job: JobRecord) -> str:
+    return job.settings.get("kind", SEPARATE)
+
+
+def make_rerender_job(session: Session, track_id: str) -> JobRecord:
+    """A pending job that renders the track's plugin chain over its unprocessed audio."""
+    session.track(track_id)
+    return JobRecord(region_id="", settings={"kind": RERENDER, "track_id": track_id})
+
+
+def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -> JobResult:
+    """Run the track's chain over its unprocessed file (``extra["raw_path"]``, else its file) into a
+    new ``<base>_fxN<ext>`` (float WAV for .wav, FLAC 24 otherwise; written once, atomically), then
+    point the track at it as one undo step (the unprocessed file stays, so undo and a later re-render
+    start from it).  An empty chain points the track back at the unprocessed file.  A bad chain or a
+    failing plugin raises (nothing written, nothing changed)."""
+    track_id = job.settings["track_id"]
+    with session.lock:
+        t = session.track(track_id)
+        raw = t.extra.get("raw_path") or t.path
+        chain = copy.deepcopy(t.chain or [])
+
+    def report(frac, stage):
+        if progress:
+            progress(JobProgress(job.id, frac, None, stage))
+
+    def set_track(**changes):
+        if history is not None:
+            history.set_track(track_id, **changes)
+        else:
+            with session.lock:
+                for k, v in changes.items():
+                    setattr(session.track(track_id), k, v)
+
+    if not chain:
+        if raw != t.path:
+            set_track(path=raw)
+        report(1.0, "done")
+        return JobResult(job.id, [], [])
+    chain = validate_chain(chain)
+    base, ext = os.path.splitext(raw)
+    k = 1
+    while os.path.exists(f"{base}_fx{k}{ext}"):
+        k += 1
+    out = f"{base}_fx{k}{ext}"
+    report(0.0, "plugins")
+    x, rate = read_all(raw)  # header checks first: a damaged stem is a readable error
+    y = render_chain(chain, x, rate, cancel=cancel)
+    if _is_cancelled(cancel):
+        raise JobCancelled("re-render cancelled; nothing was written")
+    # keep the stem's format: float WAV keeps any gain above full scale unclipped
+    w = StemWriterSet([out], rate, y.shape[0], OutputFormat("wav32f" if ext.lower() == ".wav" else "flac24"))
+    try:
+        for a in range(0, y.shape[1], _BLOCK):
+            w.write([y[:, a:a + _BLOCK]])
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    with session.lock:
+        try:
+            extra = dict(session.track(track_id).extra, raw_path=raw)
+        except PluginBridgeError:
+            return JobResult(job.id, [], [], [f"the track was removed meanwhile; {out} stays on disk"])
+    set_track(path=out, extra=extra)
+    report(1.0, "done")
+    return JobResult(job.id, [], [])
+
+
 def run_job(session: Session, job: JobRecord, separator, history=None,
             progress: Callable[[JobProgress], None] | None = None, cancel=None,
             overrides: dict | None = None) -> JobResult:
     """Render ``job`` and add its stem tracks + stem records to the session (through ``history`` as one
     undo step when given).  Raises ``JobCancelled`` (no files left) or a ``PluginBridgeError``."""
-    from plugin_bridge.engine.separator import Query, SeparationSettings
-    from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
-
+    if job_kind(job) == RERENDER:
+        return _run_rerender(session, job, history, progress, cancel)
     cfg = effective_settings(session, job, overrides)
     with session.lock:
         region = copy.deepcopy(session.region(job.region_id))
@@ -238,73 +361,52 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
     keep_residual = cfg.get("residual", "keep") != "discard"
     out_dir = session.stems_dir
     check_output_dir(out_dir)
-    work = os.path.join(out_dir, f".pb-job-{job.id}")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
     warnings: list[str] = []
     t0 = time.monotonic()
+    chains = [q.chain for q in queries] + ([cfg.get("residual_chain") or []] if keep_residual else [])
+    split = 0.9 if any(chains) else 1.0  # the share of the progress bar that separation takes
 
     def report(frac, eta, stage):
         if progress:
             progress(JobProgress(job.id, min(1.0, max(0.0, frac)), eta, stage))
 
+    def sep_progress(p):
+        eta = None if p.eta_seconds is None else p.eta_seconds + (1 - split) * p.elapsed
+        report(split * p.fraction, eta, "separating")
+
+    sep_settings = SeparationSettings(chunk_seconds=float(cfg["chunk_seconds"]), overlap=float(cfg["overlap"]),
+                                      residual=keep_residual)
+    eq = [Query(q.text, q.negative if q.negative and q.negative.strip() else None, q.token or None)
+          for q in queries]
+    model = getattr(separator, "model", None)
+    if model is not None:
+        warnings.extend(query_warnings(model, [q.text for q in queries]))
+    names = stem_file_names(session, plan.track, region, queries, cfg["name_template"],
+                            cfg.get("residual_label", "Residual") if keep_residual else None, out_dir,
+                            fmt.extension, job.preset)
+    paths = [os.path.join(out_dir, n) for n in names]
+    open_file = None
+    if fmt.extension == ".wav":
+        tags = _bext_fields(session, plan, queries, keep_residual)
+
+        def open_file(i: int, tmp: str) -> BwfWriter:
+            return BwfWriter(tmp, plan.rate, plan.channels, fmt.bit_depth, **tags[i])
+    reader = StreamReader(plan.track.path, start=plan.read_start, stop=plan.read_end)
     try:
-        sep_settings = SeparationSettings(chunk_seconds=float(cfg["chunk_seconds"]), overlap=float(cfg["overlap"]),
-                                          residual=keep_residual)
-        eq = [Query(q.text, q.negative if q.negative and q.negative.strip() else None, q.token or None)
-              for q in queries]
-
-        def sep_progress(p):
-            eta = None if p.eta_seconds is None else p.eta_seconds + 0.1 * p.elapsed
-            report(0.9 * p.fraction, eta, "separating")
-
-        model = getattr(separator, "model", None)
-        if model is not None:
-            from plugin_bridge.models.registry import query_warnings
-
-            warnings.extend(query_warnings(model, [q.text for q in queries]))
-        res = separator.separate_file(
-            plan.track.path, eq, work, fmt="wav32f", settings=sep_settings, progress=sep_progress, cancel=cancel,
-            region=(plan.read_start, plan.read_end), names=[f"q{i}" for i in range(len(eq))],
-            residual_name="residual" if keep_residual else None)
-        scratch = list(res.stem_paths) + ([res.residual_path] if keep_residual else [])
-        if res.frames != plan.read_end - plan.read_start:
-            raise OutputError(f"separator returned {res.frames} frames for a {plan.read_end - plan.read_start}-frame "
-                              "region")
-        names = stem_file_names(session, plan.track, region, queries, cfg["name_template"],
-                                cfg.get("residual_label", "Residual") if keep_residual else None, out_dir,
-                                fmt.extension, job.preset)
-        chains = [q.chain for q in queries] + ([cfg.get("residual_chain") or []] if keep_residual else [])
-        render_chain = _render_chain_fn() if any(chains) else None
-        if any(chains) and render_chain is None:
-            warnings.append("plugin chains were skipped: the plugin host module is not installed")
-        staged = [os.path.join(work, n) for n in names]
-        writers = StemWriterSet(staged, plan.rate, plan.channels, fmt)
+        if reader.frames != plan.read_end - plan.read_start:
+            raise OutputError(f"{plan.track.path} holds {reader.frames} frames of the "
+                              f"{plan.read_end - plan.read_start} the job reads")
+        writers = StemWriterSet(paths, plan.rate, plan.channels, fmt, open_file=open_file)
+        sink = _StemFiles(writers, plan, chains, cancel, lambda f: report(split + (1 - split) * f, None, "plugins"))
         try:
-            _trim_copy(scratch, writers, plan, chains if render_chain else None, render_chain, cancel,
-                       lambda f: report(0.9 + 0.1 * f, None, "writing"))
-            writers.commit()
+            finals = separator.separate_stream(reader, eq, sep_settings, sink, sep_progress, cancel)
         except BaseException:
-            writers.abort()
+            sink.abort()  # the separator aborts the sink itself; this also covers one that died before
             raise
-        if _is_cancelled(cancel):
-            raise JobCancelled("render cancelled; no stems were written")
-        if fmt.extension == ".wav":
-            _tag_bwf(staged, session, plan, queries, keep_residual)
-        for w in writers.clipped:
-            if w:
-                warnings.append(f"{sum(writers.clipped)} samples were clipped at full scale; use wav32f to keep them")
-                break
-        # every file is complete: move them into place
-        finals = []
-        for s in staged:
-            dest = os.path.join(out_dir, os.path.basename(s))
-            if os.path.exists(dest):  # appeared meanwhile: never overwrite
-                raise OutputError(f"{dest} appeared while rendering; not overwritten")
-            os.replace(s, dest)
-            finals.append(dest)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        reader.close()
+    if any(writers.clipped):
+        warnings.append(f"{sum(writers.clipped)} samples were clipped at full scale; use wav32f to keep them")
 
     # session objects
     tracks, stems = [], []
@@ -335,21 +437,19 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
             session.stems.extend(stems)
     report(1.0, 0.0, "done")
     log.info("job %s rendered %d files in %.1f s", job.id, len(finals), time.monotonic() - t0)
-    return JobResult(job.id, stems, tracks, warnings + list(res.warnings))
+    return JobResult(job.id, stems, tracks, warnings)
 
 
-def _tag_bwf(paths, session, plan, queries, keep_residual: bool) -> None:
-    """Give every WAV stem a BWF ``bext`` chunk: TimeReference = where the region starts on the session
-    timeline (in samples at the file's own rate), Description = the query, so DAWs place it on import."""
-    from plugin_bridge.export.bwf import add_bext
-
+def _bext_fields(session, plan, queries, keep_residual: bool) -> list[dict]:
+    """The BWF ``bext`` fields of every WAV stem: TimeReference = where the region starts on the
+    session timeline (in samples at the file's own rate), Description = the query, so DAWs place it
+    on import."""
     rate = plan.rate
     tref = plan.timeline_start if rate == session.sample_rate else int(round(plan.timeline_start * rate / session.sample_rate))
     descs = [q.text + (f" (not: {q.negative})" if q.negative else "") for q in queries]
     if keep_residual:
         descs.append(f"residual (everything not extracted) of {plan.track.name}")
-    for path, desc in zip(paths, descs):
-        add_bext(path, description=desc, time_reference=int(tref))
+    return [{"description": d, "time_reference": int(tref)} for d in descs]
 
 
 def _model_id(separator) -> str | None:
@@ -359,54 +459,6 @@ def _model_id(separator) -> str | None:
         if isinstance(v, str):
             return v
     return None
-
-
-def _trim_copy(scratch: list[str], writers, plan: JobPlan, chains, render_chain, cancel, progress) -> None:
-    from pedalboard.io import AudioFile
-
-    files = [AudioFile(p) for p in scratch]
-    try:
-        for f in files:
-            if plan.pre:
-                f.seek(plan.pre)
-        if chains is not None:  # plugin chains need the whole stem
-            blocks = []
-            for f, ch in zip(files, chains):
-                x = f.read(plan.length).astype(np.float32)
-                x = _fit(x, plan.length, plan.channels)
-                if ch:
-                    y = np.asarray(render_chain(ch, x, plan.rate), np.float32)
-                    if y.ndim == 1:
-                        y = y[None]
-                    x = _fit(y, plan.length, plan.channels)
-                blocks.append(x)
-            if _is_cancelled(cancel):
-                raise JobCancelled("render cancelled; no stems were written")
-            writers.write(blocks)
-            progress(1.0)
-            return
-        done = 0
-        while done < plan.length:
-            if _is_cancelled(cancel):
-                raise JobCancelled("render cancelled; no stems were written")
-            n = min(_BLOCK, plan.length - done)
-            writers.write([_fit(f.read(n), n, plan.channels) for f in files])
-            done += n
-            progress(done / plan.length)
-    finally:
-        for f in files:
-            f.close()
-
-
-def _fit(x: np.ndarray, n: int, channels: int) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.shape[0] != channels:
-        x = np.broadcast_to(x[:1], (channels, x.shape[1])) if x.shape[0] == 1 else x[:channels]
-    if x.shape[1] < n:
-        x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
-    return np.ascontiguousarray(x[:, :n])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,9 +471,6 @@ def default_separator_factory(backend: str = "auto", device: str = "auto"):
     """Separator over the default model, cached per (backend, device)."""
     key = (backend, device)
     if key not in _SEP_CACHE:
-        from plugin_bridge.engine.separator import Separator
-        from plugin_bridge.models.registry import load_model
-
         _SEP_CACHE[key] = Separator(load_model(None), backend=backend, device=device)
     return _SEP_CACHE[key]
 
@@ -495,7 +544,13 @@ class JobQueue:
     # -- API --------------------------------------------------------------------------------------
     def enqueue(self, region_id: str, queries: list[QuerySpec] | None = None, preset=None,
                 settings: dict | None = None) -> JobRecord:
-        job = make_job(self.session, region_id, queries, preset, settings)
+        return self._add(make_job(self.session, region_id, queries, preset, settings))
+
+    def enqueue_rerender(self, track_id: str) -> str:
+        """Queue a re-render of the track's plugin chain (see ``_run_rerender``); returns the job id."""
+        return self._add(make_rerender_job(self.session, track_id)).id
+
+    def _add(self, job: JobRecord) -> JobRecord:
         with self.session.lock:
             self.session.jobs.append(job)
         self._persist()
@@ -547,8 +602,11 @@ class JobQueue:
 
         cancel = lambda: ev.is_set() or self._cancel_all.is_set()  # noqa: E731
         try:
-            sep = self.factory(self.overrides.get("backend") or effective_settings(self.session, job)["backend"],
-                               self.overrides.get("device") or effective_settings(self.session, job)["device"])
+            sep = None
+            if job_kind(job) == SEPARATE:
+                cfg = effective_settings(self.session, job)
+                sep = self.factory(self.overrides.get("backend") or cfg["backend"],
+                                   self.overrides.get("device") or cfg["device"])
             res = run_job(self.session, job, sep, self.history, prog, cancel, self.overrides)
         except (JobCancelled, KeyboardInterrupt) as exc:
             self._set(job, status="cancelled", error="cancelled by the user", finished=now_iso())
