@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 from collections import defaultdict
@@ -417,7 +418,10 @@ def build_generated(out: Path, scratch: Path, families: set[str], max_minutes: f
         for fn, args in tasks:
             log(fn(*args))
         return
-    with ProcessPoolExecutor(max_workers=jobs) as ex:
+    # spawn, not fork: the procedural and arrangement stages above ran native threads (FluidSynth, BLAS) in
+    # this process, and forked workers inherited their held locks: a --jobs 2 build hung in futex_wait
+    # at the first instrument (seen 2026-12-03).
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         futs = [ex.submit(fn, *args) for fn, args in tasks]
         for f in as_completed(futs):
             log(f"done: {f.result()}")
