@@ -194,16 +194,18 @@ class _SlowSeparator:
         self.fail = fail
         self.started = threading.Event()
 
-    def separate_file(self, path, queries, out_dir, fmt=None, settings=None, progress=None, cancel=None, **kw):
+    def separate_stream(self, reader, queries, settings, sink, progress=None, cancel=None):
         from plugin_bridge.engine.separator import Progress
 
         self.started.set()
         if self.fail:
             from plugin_bridge.errors import CheckpointError
 
+            sink.abort()
             raise CheckpointError("checkpoint /x/model.ckpt does not match the architecture")
         for i in range(400):
             if cancel():
+                sink.abort()
                 raise JobCancelled("separation cancelled; no output was written")
             if progress:
                 progress(Progress(i / 400, 10.0, i, 400, 0.1))

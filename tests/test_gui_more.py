@@ -26,36 +26,25 @@ SB = QMessageBox.StandardButton
 
 
 class NumpySeparator:
-    """Engine stand-in with ``separate_file``'s contract; records what each call was given."""
+    """Engine stand-in with ``separate_stream``'s contract; records what each call was given."""
 
     def __init__(self):
         self.calls = []
         self.model = SimpleNamespace(id="numpy-stand-in")
 
-    def separate_file(self, path, queries, out_dir, fmt="wav24", settings=None, progress=None, cancel=None,
-                      region=None, names=None, residual_name=None):
-        import soundfile as sf
-
-        self.calls.append({"path": path, "queries": list(queries), "fmt": fmt, "settings": settings,
-                           "region": region})
-        x, rate = sf.read(path, dtype="float32", always_2d=True)
-        a, b = region if region else (0, None)
-        x = x[a:b]
+    def separate_stream(self, reader, queries, settings, sink, progress=None, cancel=None):
+        self.calls.append({"queries": list(queries), "settings": settings})
+        x = reader.get(0, reader.frames).astype(np.float64)
         q = len(queries)
-        os.makedirs(out_dir, exist_ok=True)
-        paths = []
-        for i in range(q):
-            p = os.path.join(out_dir, (names[i] if names else f"q{i}") + ".wav")
-            sf.write(p, x / (q + 1), rate, subtype="FLOAT")
-            paths.append(p)
-        res = None
-        if residual_name:
-            res = os.path.join(out_dir, residual_name + ".wav")
-            sf.write(res, x - q * (x / (q + 1)), rate, subtype="FLOAT")
+        blocks = [x / (q + 1)] * q + ([x - q * (x / (q + 1))] if settings.residual else [])
+        try:
+            sink.write(0, blocks)
+        except BaseException:
+            sink.abort()
+            raise
         if progress:
             progress(SimpleNamespace(fraction=1.0, eta_seconds=0.0, segment=1, n_segments=1, elapsed=0.0))
-        return SimpleNamespace(stem_paths=paths, residual_path=res, sample_rate=rate, channels=x.shape[1],
-                               frames=x.shape[0], seconds=0.0, clipped={}, warnings=[])
+        return sink.close()
 
 
 def _folder(tmp_path, seconds=2.0, name="proj"):

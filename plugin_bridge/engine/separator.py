@@ -40,7 +40,7 @@ from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
 from plugin_bridge.fileio import check_writable_output
 
 __all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress", "AudioSource", "StemSink",
-           "ArraySource", "ArraySink"]
+           "ArraySource", "ArraySink", "is_cancelled"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ class ArraySink:
         self.out = None
 
 
-def _cancelled(cancel: CancelFlag) -> bool:
+def is_cancelled(cancel: CancelFlag) -> bool:
+    """True when ``cancel`` (None, an Event or a callable) says stop."""
     if cancel is None:
         return False
     if isinstance(cancel, threading.Event):
@@ -327,7 +328,7 @@ class Separator:
 
             t0 = time.monotonic()
             for k, seg in enumerate(segs):
-                if _cancelled(cancel):
+                if is_cancelled(cancel):
                     raise JobCancelled("separation cancelled; no output was written")
                 x = reader.get(seg.start, seg.stop)
                 stems = self.process_segment(x, rate, cond, has_neg, settings)

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from plugin_bridge.audio_io import StreamReader, probe, read_all
-from plugin_bridge.engine.separator import Query, SeparationSettings, Separator, slug
+from plugin_bridge.engine.separator import Query, SeparationSettings, Separator, is_cancelled, slug
 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, check_output_dir
 from plugin_bridge.errors import JobCancelled, OutputError, PluginBridgeError
 from plugin_bridge.export.bwf import BwfWriter
@@ -182,14 +182,6 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
-
-
 def make_job(session: Session, region_id: str, queries: list[QuerySpec] | None = None, preset=None,
              settings: dict | None = None) -> JobRecord:
     """A pending JobRecord for a region (queries default to the region's; a ``presets.Preset`` fills
@@ -247,14 +239,14 @@ class _StemFiles:
                                   "region")
             n_chains = sum(h is not None for h in self.held)
             for k, i in enumerate(i for i, h in enumerate(self.held) if h is not None):
-                if _is_cancelled(self.cancel):
+                if is_cancelled(self.cancel):
                     raise JobCancelled("render cancelled; no stems were written")
                 self.progress(k / n_chains)
                 y = render_chain(self.chains[i], self.held[i], self.plan.rate, cancel=self.cancel)
                 self.held[i] = None
                 for a in range(0, self.plan.length, _BLOCK):
                     self.writers.write([y[:, a:a + _BLOCK] if j == i else self._empty for j in range(len(self.held))])
-            if _is_cancelled(self.cancel):
+            if is_cancelled(self.cancel):
                 raise JobCancelled("render cancelled; no stems were written")
             for p in self.writers.paths:
                 if os.path.exists(p):  # appeared meanwhile: never overwrite
@@ -322,7 +314,7 @@ def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -
     report(0.0, "plugins")
     x, rate = read_all(raw)  # header checks first: a damaged stem is a readable error
     y = render_chain(chain, x, rate, cancel=cancel)
-    if _is_cancelled(cancel):
+    if is_cancelled(cancel):
         raise JobCancelled("re-render cancelled; nothing was written")
     # keep the stem's format: float WAV keeps any gain above full scale unclipped
     w = StemWriterSet([out], rate, y.shape[0], OutputFormat("wav32f" if ext.lower() == ".wav" else "flac24"))
