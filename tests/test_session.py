@@ -236,14 +236,11 @@ def test_open_folder_file_and_session(tmp_path):
 
 
 def test_dawproject_and_rpp_dispatch(tmp_path, monkeypatch):
-    import sys
-    import types
+    from plugin_bridge.session import dawproject, rpp
 
     seen = []
-    for name in ("dawproject", "rpp"):
-        mod = types.ModuleType(f"plugin_bridge.session.{name}")
-        mod.load = lambda path, name=name: (seen.append((name, path)), Session(name=name))[1]
-        monkeypatch.setitem(sys.modules, f"plugin_bridge.session.{name}", mod)
+    for name, mod in (("dawproject", dawproject), ("rpp", rpp)):
+        monkeypatch.setattr(mod, "load", lambda path, name=name: (seen.append((name, path)), Session(name=name))[1])
     for ext in ("dawproject", "RPP"):
         f = tmp_path / f"p.{ext}"
         f.write_text("x")

@@ -367,6 +367,17 @@ class History:
         self._apply(Command("track.order", f"Move track {t.name}", (track_id,),
                             [_Remove("tracks", track_id), _Insert("tracks", t, index)]))
 
+    @staticmethod
+    def _check_new(obj, cls, what: str, existing) -> None:
+        """A new region or job record: of the right type, a fresh id, valid queries and fields."""
+        if not isinstance(obj, cls):
+            raise SessionError(f"add_{what} needs a {cls.__name__}", what)
+        if any(o.id == obj.id for o in existing):
+            raise SessionError(f"a {what} with id {obj.id} already exists", "id")
+        for i, q in enumerate(obj.queries):
+            _check_query(q, f"queries[{i}]")
+        _check(cls, _all_fields(obj), what)
+
     # -- regions ----------------------------------------------------------------------------------
     def _check_region_range(self, start: Any, end: Any) -> None:
         _check(Region, {"start": start, "end": end}, "region")
@@ -374,14 +385,8 @@ class History:
             raise SessionError(f"region end ({end}) must be after its start ({start})", "end")
 
     def add_region(self, region: Region) -> Region:
-        if not isinstance(region, Region):
-            raise SessionError("add_region needs a Region", "region")
+        self._check_new(region, Region, "region", self.session.regions)
         self.session.track(region.track_id)
-        if any(r.id == region.id for r in self.session.regions):
-            raise SessionError(f"a region with id {region.id} already exists", "id")
-        for i, q in enumerate(region.queries):
-            _check_query(q, f"queries[{i}]")
-        _check(Region, _all_fields(region), "region")
         self._check_region_range(region.start, region.end)
         self._apply(Command("region.add", f"Add region {region.name or ''}".strip(), (region.id,),
                             [_Insert("regions", region)]))
@@ -524,14 +529,8 @@ class History:
 
     def add_job(self, job: JobRecord, notify: bool = True) -> JobRecord:
         """Append a render job record (``jobs.make_job`` builds one)."""
-        if not isinstance(job, JobRecord):
-            raise SessionError("add_job needs a JobRecord", "job")
+        self._check_new(job, JobRecord, "job", self.session.jobs)
         self.session.region(job.region_id)
-        if any(j.id == job.id for j in self.session.jobs):
-            raise SessionError(f"a job with id {job.id} already exists", "id")
-        for i, q in enumerate(job.queries):
-            _check_query(q, f"queries[{i}]")
-        _check(JobRecord, _all_fields(job), "job")
         self._apply_state(Command("job.add", "Queue render", (job.id,), [_Insert("jobs", job)]), notify)
         return self.session.job(job.id)
 

@@ -1,5 +1,5 @@
 """Open a session from a folder of audio files, one audio file, a saved ``*.pbsession.json``, or (via
-the importers in ``dawproject.py`` / ``rpp.py`` when present) a ``.dawproject`` / ``.rpp`` project.
+the importers in ``dawproject.py`` / ``rpp.py``) a ``.dawproject`` / ``.rpp`` project.
 
 Sample-rate rule: the session rate is the rate of the first track (files sorted by name, natural
 order).  Tracks at another rate are kept and *flagged*: ``Track.sample_rate`` differs from
