@@ -131,6 +131,24 @@ def _render(w, qtbot, track_index=0, a=0.25, b=1.5, queries=("dialogue",)):
     return job
 
 
+def test_a_render_the_window_cannot_add_marks_its_job_failed(tmp_path, make_window, qtbot):
+    import copy
+
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    s = w.session
+    job = _render(w, qtbot)
+    n_tracks = len(s.tracks)
+    orphan = copy.deepcopy(s.tracks[1])
+    orphan.id, orphan.parent_id = "orphan", "removed-meanwhile"   # its source track is gone: refused
+    w._apply_render([orphan], [], "Render stems", job.id)
+    assert len(s.tracks) == n_tracks
+    w._on_job_update(copy.copy(s.job(job.id)))              # the job's "done" update arrives after the post
+    assert s.job(job.id).status == "failed" and s.job(job.id).stem_ids == []
+    assert "removed-meanwhile" in s.job(job.id).error and "Traceback" not in s.job(job.id).error
+
+
 # --------------------------------------------------------------------------------------------------
 # keyboard shortcuts
 # --------------------------------------------------------------------------------------------------
