@@ -123,8 +123,30 @@ def _render(w, qtbot, track_index=0, a=0.25, b=1.5, queries=("dialogue",)):
     job = w.run_current()
     qtbot.waitUntil(lambda: s.job(job.id).status in ("done", "failed"), timeout=15000)
     assert s.job(job.id).status == "done", s.job(job.id).error
-    qtbot.waitUntil(lambda: len(w.timeline.rows) == len(s.tracks), timeout=5000)
+    # the worker posts the stems to the UI thread without waiting: they join the session (and the lanes)
+    # when the event loop runs next
+    ids = set(s.job(job.id).stem_ids)
+    qtbot.waitUntil(lambda: ids <= {st.id for st in s.stems} and len(w.timeline.rows) == len(s.tracks),
+                    timeout=5000)
     return job
+
+
+def test_a_render_the_window_cannot_add_marks_its_job_failed(tmp_path, make_window, qtbot):
+    import copy
+
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    s = w.session
+    job = _render(w, qtbot)
+    n_tracks = len(s.tracks)
+    orphan = copy.deepcopy(s.tracks[1])
+    orphan.id, orphan.parent_id = "orphan", "removed-meanwhile"   # its source track is gone: refused
+    w._apply_render([orphan], [], "Render stems", job.id)
+    assert len(s.tracks) == n_tracks
+    w._on_job_update(copy.copy(s.job(job.id)))              # the job's "done" update arrives after the post
+    assert s.job(job.id).status == "failed" and s.job(job.id).stem_ids == []
+    assert "removed-meanwhile" in s.job(job.id).error and "Traceback" not in s.job(job.id).error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,10 +356,12 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     import soundfile as sf
     from PyQt6.QtWidgets import QDialogButtonBox
 
-    import plugin_bridge.gui.mainwindow as mw
+    import plugin_bridge.gui.mainwindow.transport as mw_transport
+    import plugin_bridge.gui.mainwindow.window as mw_window
     from plugin_bridge.gui.settings import AppSettings, SettingsDialog
 
-    monkeypatch.setattr(mw, "list_output_devices", lambda: [(0, "Built-in"), (3, "Studio Out")])
+    for mw in (mw_window, mw_transport):     # the settings dialog and the player both list devices
+        monkeypatch.setattr(mw, "list_output_devices", lambda: [(0, "Built-in"), (3, "Studio Out")])
     ckpt = tmp_path / "audiosep.ckpt"
     ckpt.write_bytes(b"x")
     tok = tmp_path / "roberta"
