@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PB) separate $(DEMO)/mix.flac -q "speech" -q "piano" -q "birds chirping" -o demo_out
+	$(PB) separate $(DEMO)/mix.flac -q "dialogue" -q "music" -q "effects" -o demo_out
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

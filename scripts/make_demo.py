@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Make the bundled demo session in plugin_bridge/data/demo/ (deterministic).
+"""Make the bundled demo session in plugin_bridge/data/demo/ (deterministic): a 12-second post-production
+scene for the dialogue / music / effects split.
 
-Tracks (mono, 48 kHz, 24-bit FLAC, 12 s):
-  dialogue.flac  flite ``kal16`` voice (CMU flite, BSD-style) with a little synthetic room tone
-  music.flac     piano + string-ensemble phrase rendered by FluidSynth through FluidR3_GM (MIT)
-  fx.flac        a real birdsong ambience from 0ad-data (CC-BY-SA-3.0, Wildfire Games), a train package
+Tracks (mono, 48 kHz, 24-bit FLAC, 12 s), every recorded source from a file the corpus holds out of training
+(its dev split: whole files kept aside for validation, so the model has never trained on them):
+  dialogue.flac  two lines by the espeak-ng voice en-gb-scotland+m4 (a dev-split voice), a little room tone
+  music.flac     a music bed under the dialogue: 0ad-data "Ammon-Ra" (from 40 s, faded in and out)
+  fx.flac        effects: a birdsong ambience bed (0ad-data day_temperate_13), footsteps on dirt (0ad-data),
+                 a door closing (ufoai-sound door3-close), footsteps on gravel (ufoai-sound)
   mix.flac       the sum of the three tracks
-Plus CREDITS.md.  Needs: flite, the fluid-soundfont-gm package, pyfluidsynth, soundfile, scipy; the 0ad-data
-.deb is downloaded (never installed) into --scratch if it is not there yet.
+Levels follow a dialogue-first mix, fixed here before any model was scored on it: music bed 12 dB under the
+dialogue (RMS while speaking), effect spots peaking 6 dB under the dialogue's peak, the ambience bed 22 dB
+under the dialogue.  Plus CREDITS.md and SHA256SUMS.  Needs: espeak-ng, soundfile, scipy; the 0ad-data and
+ufoai-sound .debs are downloaded (never installed) into --scratch if they are not there yet.
 
     python scripts/make_demo.py --manifest CORPUS/manifest.jsonl [--out plugin_bridge/data/demo] [--scratch DIR]
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -30,14 +36,23 @@ sys.path.insert(0, str(ROOT))
 SR = 48000
 SECONDS = 12.0
 N = int(SR * SECONDS)
-FLUIDR3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
-FX_PACKAGE = "0ad-data"
-FX_MEMBER = "audio/ambient/dayscape/day_temperate_gen_02.ogg"     # inside public.zip
-FX_OFFSET_S = 2.0
+VOICE = "en-gb-scotland+m4"
 LINES = [
-    (0.6, "Right, we're rolling. Take three, from the top of the scene."),
-    (5.4, "Keep the birds in the background, and bring the piano up slowly."),
+    (0.7, "Right, we're rolling. Take three, from the top of the scene."),
+    (6.3, "Close the door quietly, and keep the music under the dialogue."),
 ]
+#: (package, member inside the package's archive, start in the scene s, offset in the file s, length s or None)
+MUSIC = ("0ad-data", "audio/music/Ammon-Ra.ogg", 0.0, 40.0, SECONDS)
+AMBIENCE = ("0ad-data", "audio/ambient/dayscape/day_temperate_13.ogg", 0.0, 3.0, SECONDS)
+SPOTS = [
+    ("0ad-data", "audio/actor/human/movement/hstep_dirt_MN_12.ogg", 3.3, 0.0, None),
+    ("ufoai-sound", "sound/doors/door3-close.ogg", 5.1, 0.0, None),
+    ("ufoai-sound", "sound/footsteps/gravel1.ogg", 10.4, 0.0, None),
+    ("ufoai-sound", "sound/footsteps/gravel1.ogg", 10.95, 0.0, None),
+]
+MUSIC_UNDER_DB = 12.0
+SPOT_PEAK_UNDER_DB = 6.0
+AMBIENCE_UNDER_DB = 22.0
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -59,7 +74,8 @@ def dialogue() -> np.ndarray:
     with tempfile.TemporaryDirectory() as td:
         for i, (start, text) in enumerate(LINES):
             wav = Path(td) / f"l{i}.wav"
-            subprocess.run(["flite", "-voice", "kal16", "-t", text, "-o", str(wav)], check=True, capture_output=True)
+            subprocess.run(["espeak-ng", "-v", VOICE, "-s", "150", "-w", str(wav), text], check=True,
+                           capture_output=True)
             y, sr = sf.read(str(wav), dtype="float32")
             y = resample(y, sr, SR)
             y = y / (np.abs(y).max() + 1e-9) * 0.5
@@ -75,82 +91,67 @@ def dialogue() -> np.ndarray:
     return out + tone
 
 
-def music() -> np.ndarray:
-    import fluidsynth
-    fs = fluidsynth.Synth(samplerate=float(SR), gain=0.3)
-    sfid = fs.sfload(FLUIDR3)
-    fs.program_select(0, sfid, 0, 0)     # piano
-    fs.program_select(1, sfid, 0, 48)    # string ensemble
-    fs.cc(0, 91, 40)
-    fs.cc(1, 91, 60)
-    fs.cc(1, 7, 80)
-    beat = 0.5  # 120 bpm
-    chords = [[48, 55, 60, 64], [45, 52, 57, 60], [41, 48, 53, 57], [43, 50, 55, 59]]   # C Am F G
-    melody = [72, 71, 72, 76, 74, 72, 69, 71, 72, 69, 65, 67, 69, 72, 71, 67, 74, 72, 71, 67, 74, 76, 74, 71]
-    ev = []
-    for bar in range(6):
-        ch = chords[bar % 4]
-        t0 = 0.5 + bar * 4 * beat
-        for p in ch[1:]:
-            ev.append((t0, 1, 1, p, 62))
-            ev.append((t0 + 4 * beat - 0.05, 0, 1, p, 0))
-        ev.append((t0, 1, 0, ch[0] - 12, 70))
-        ev.append((t0 + 2 * beat, 0, 0, ch[0] - 12, 0))
-        for k in range(4):
-            p = melody[(bar * 4 + k) % len(melody)]
-            on = t0 + k * beat
-            ev.append((on, 1, 0, p, 84 if k == 0 else 72))
-            ev.append((on + beat * 0.9, 0, 0, p, 0))
-    ev.sort(key=lambda e: (e[0], e[1]))
-    chunks, cur = [], 0
-    for t, on, ch, p, v in ev:
-        n = int(t * SR) - cur
-        if n > 0:
-            chunks.append(fs.get_samples(n))
-            cur += n
-        if on:
-            fs.noteon(ch, p, v)
-        else:
-            fs.noteoff(ch, p)
-    chunks.append(fs.get_samples(max(0, N - cur)))
-    fs.delete()
-    y = np.concatenate(chunks).astype(np.float32).reshape(-1, 2).mean(axis=1) / 32768.0
-    y = y[:N]
-    fade = int(1.0 * SR)
-    y[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return y / (np.abs(y).max() + 1e-9) * 0.3
+def speaking_rms(x: np.ndarray) -> float:
+    """RMS over the 50 ms frames where the dialogue is within 30 dB of its loudest frame."""
+    f = x[: len(x) // 2400 * 2400].reshape(-1, 2400)
+    e = np.sqrt(np.mean(f ** 2, axis=1))
+    return float(np.sqrt(np.mean(e[e > e.max() * 10 ** (-30 / 20)] ** 2)))
 
 
-def fx(scratch: Path) -> np.ndarray:
+def _source(scratch: Path, spec) -> np.ndarray:
     from plugin_bridge.corpus import sources
     from plugin_bridge.corpus.common import load_audio
-    root = sources.download_and_unpack(FX_PACKAGE, scratch / "debs", scratch / "x")
-    y = load_audio(root / "zip" / FX_MEMBER, sr=SR)
-    y = y[int(FX_OFFSET_S * SR):]
-    if len(y) < N:
-        y = np.tile(y, int(np.ceil(N / len(y))))
-    y = y[:N].copy()
-    fade = int(0.5 * SR)
-    y[:fade] *= np.linspace(0, 1, fade, dtype=np.float32)
-    y[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    rms = np.sqrt(np.mean(y ** 2)) + 1e-12
-    return y * (10 ** (-30 / 20) / rms)
+    pkg, member, at, offset, length = spec
+    root = sources.download_and_unpack(pkg, scratch / "debs", scratch / "x")
+    y = load_audio(root / "zip" / member, sr=SR, start_s=offset, max_seconds=length)
+    out = np.zeros(N, np.float32)
+    a = int(at * SR)
+    b = min(N, a + len(y))
+    out[a:b] = y[: b - a]
+    return out
+
+
+def _fade(y: np.ndarray, seconds: float) -> np.ndarray:
+    n = int(seconds * SR)
+    y = y.copy()
+    y[:n] *= np.linspace(0, 1, n, dtype=np.float32)
+    y[-n:] *= np.linspace(1, 0, n, dtype=np.float32)
+    return y
+
+
+def music(scratch: Path, ref_rms: float) -> np.ndarray:
+    y = _fade(_source(scratch, MUSIC), 1.5)
+    return y * (ref_rms * 10 ** (-MUSIC_UNDER_DB / 20) / (np.sqrt(np.mean(y ** 2)) + 1e-12))
+
+
+def fx(scratch: Path, ref_rms: float, ref_peak: float) -> np.ndarray:
+    bed = _fade(_source(scratch, AMBIENCE), 0.5)
+    bed *= ref_rms * 10 ** (-AMBIENCE_UNDER_DB / 20) / (np.sqrt(np.mean(bed ** 2)) + 1e-12)
+    out = bed
+    for spec in SPOTS:
+        y = _source(scratch, spec)
+        out = out + y * (ref_peak * 10 ** (-SPOT_PEAK_UNDER_DB / 20) / (np.abs(y).max() + 1e-12))
+    return out.astype(np.float32)
 
 
 CREDITS = """# Demo session credits
 
-A 12-second demo session (mono, 48 kHz, 24-bit FLAC) made by `scripts/make_demo.py` (deterministic).
+A 12-second post-production scene (mono, 48 kHz, 24-bit FLAC) made by `scripts/make_demo.py` (deterministic),
+for the dialogue / music / effects split: `plugin-bridge separate mix.flac -q dialogue -q music -q effects`.
+Every recorded source is a file of the corpus's **dev split** (whole files held out of training and used
+only for validation), so the shipped model has never trained on any of them.  Levels (set before any model was
+scored on the scene): music bed {music_db:.0f} dB under the dialogue, effect spots peaking {spot_db:.0f} dB under
+the dialogue's peak, ambience bed {amb_db:.0f} dB under the dialogue.
 
 | file | content | source package | licence | attribution |
 |---|---|---|---|---|
-| `dialogue.flac` | two spoken lines by the flite `kal16` voice + synthetic low-level room tone | `flite` {flite_v} (CMU Flite, voice kal16) | BSD-style (CMU Flite licence) | Carnegie Mellon University, Language Technologies Institute |
-| `music.flac` | piano + string-ensemble phrase (C-Am-F-G) written in the script, rendered by FluidSynth | `fluid-soundfont-gm` {fluid_v} (FluidR3_GM.sf2) | MIT | FluidR3_GM by Frank Wen |
-| `fx.flac` | birdsong ambience, from `{fx_member}` in `public.zip` (from {fx_off:.0f} s, faded) | `0ad-data` {oad_v} | CC-BY-SA-3.0 | "0 A.D." sounds (c) Wildfire Games, CC-BY-SA-3.0, http://play0ad.com |
-| `mix.flac` | sum of the three tracks | (derived) | CC-BY-SA-3.0 (because of fx.flac) | as above |
+| `dialogue.flac` | two spoken lines by the espeak-ng voice `{voice}` + synthetic low-level room tone | `espeak-ng-data` {espeak_v} | GPL-3+ | the eSpeak NG authors |
+| `music.flac` | music bed: `{music}` in `public.zip` (from {music_off:.0f} s, faded) | `0ad-data` {oad_v} | CC-BY-SA-3.0 | "0 A.D." (c) Wildfire Games, CC-BY-SA-3.0, http://play0ad.com |
+| `fx.flac` | ambience `{amb}` (0ad-data); footsteps `{spot0}` (0ad-data); door `{spot1}` and footsteps `{spot2}` in `0snd.pk3` (ufoai-sound {ufo_v}) | `0ad-data`, `ufoai-sound` | CC-BY-SA-3.0 | "0 A.D." (c) Wildfire Games; UFO: Alien Invasion, (c) 2002-2014 The UFO:AI Team |
+| `mix.flac` | sum of the three tracks | (derived) | CC-BY-SA-3.0 (the 0ad-data and ufoai-sound parts) | as above |
 
-The fx recording comes from a package used for training (0ad-data). In the corpus it is cut into clips of
-label `birds`; its split in the corpus is: **{fx_split}**.  Texts of the dialogue were written for this demo.
-SHA-256 of the files: see `SHA256SUMS`.
+Corpus split of each recorded file (from the corpus manifest): {splits}.
+Texts of the dialogue were written for this demo.  SHA-256 of the files: see `SHA256SUMS`.
 """
 
 
@@ -158,15 +159,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "plugin_bridge" / "data" / "demo")
     ap.add_argument("--scratch", type=Path, default=None,
-                    help="where the 0ad-data package is unpacked (default: the corpus build's scratch folder)")
+                    help="where the 0ad-data and ufoai-sound packages are unpacked (default: the corpus build's "
+                         "scratch folder)")
     ap.add_argument("--manifest", type=Path, required=True,
-                    help="corpus manifest (CORPUS/manifest.jsonl), only used to report the fx file's split in CREDITS.md")
+                    help="corpus manifest (CORPUS/manifest.jsonl): every recorded source must be in its dev split")
     args = ap.parse_args(argv)
     args.scratch = args.scratch or default_scratch()
     import soundfile as sf
     from plugin_bridge.corpus.sources import dpkg_version, deb_version
     args.out.mkdir(parents=True, exist_ok=True)
-    tracks = {"dialogue": dialogue(), "music": music(), "fx": fx(args.scratch)}
+    d = dialogue()
+    ref_rms, ref_peak = speaking_rms(d), float(np.abs(d).max())
+    tracks = {"dialogue": d, "music": music(args.scratch, ref_rms), "fx": fx(args.scratch, ref_rms, ref_peak)}
     mix = sum(tracks.values())
     peak = float(np.abs(mix).max())
     if peak > 0.95:
@@ -181,16 +185,24 @@ def main(argv=None) -> int:
         sf.write(str(p), y, SR, subtype="PCM_24", format="FLAC")
         sums.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}")
     (args.out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-    fx_split = "unknown (no corpus manifest found)"
-    if args.manifest.exists():
-        import json
-        splits = {json.loads(l)["split"] for l in args.manifest.read_text().splitlines()
-                  if FX_MEMBER in l}
-        fx_split = ", ".join(sorted(splits)) if splits else "not in the corpus"
+    members = [MUSIC[1], AMBIENCE[1]] + [sp[1] for sp in SPOTS]
+    splits = {m: set() for m in members}
+    for line in args.manifest.read_text().splitlines():
+        d = json.loads(line)
+        for part in d["source_path"].split(" + "):
+            for m in members:
+                if part.strip().endswith(m):
+                    splits[m].add(d["split"])
+    if any(v - {"dev"} for v in splits.values()):
+        raise SystemExit(f"a demo source is not (only) in the dev split: {splits}")
+    split_text = "; ".join(f"`{m.rsplit('/', 1)[-1]}` {', '.join(sorted(v)) or 'not in the corpus'}"
+                           for m, v in splits.items())
     (args.out / "CREDITS.md").write_text(CREDITS.format(
-        flite_v=dpkg_version("flite") or "", fluid_v=dpkg_version("fluid-soundfont-gm") or "",
-        oad_v=deb_version(args.scratch / "debs", "0ad-data") or "", fx_member=FX_MEMBER, fx_off=FX_OFFSET_S,
-        fx_split=fx_split))
+        music_db=MUSIC_UNDER_DB, spot_db=SPOT_PEAK_UNDER_DB, amb_db=AMBIENCE_UNDER_DB, voice=VOICE,
+        espeak_v=dpkg_version("espeak-ng-data") or "", music=MUSIC[1], music_off=MUSIC[3],
+        oad_v=deb_version(args.scratch / "debs", "0ad-data") or "",
+        ufo_v=deb_version(args.scratch / "debs", "ufoai-sound") or "", amb=AMBIENCE[1], spot0=SPOTS[0][1],
+        spot1=SPOTS[1][1], spot2=SPOTS[2][1], splits=split_text))
     total = sum((args.out / f).stat().st_size for f in ("dialogue.flac", "music.flac", "fx.flac", "mix.flac"))
     print(f"demo written to {args.out}: {total / 1e6:.2f} MB")
     return 0

@@ -1,31 +1,63 @@
-"""The embedded default model loads with no flags and separates the bundled demo's sources.
+"""The embedded default model loads with no flags and splits the bundled demo scene into dialogue, music and
+effects.
 
-Floor: 2 dB SDRi per query.  Measured for the shipped step-6400 checkpoint: speech 7.1, piano 5.6, birds
-13.5 dB (step 5000: 7.4, 5.4, 15.0; step 2750: 7.5, 4.4, 12.1; step 1250: 4.9, 5.1, 7.5);
-a random-weight model of the same architecture scores about 0 dB or below, so the floor tells a trained
-separator from a broken or missing one with room for platform/backend differences.
+The demo (plugin_bridge/data/demo, made by scripts/make_demo.py) is a post-production style mix whose three
+source tracks ship beside it; every recorded source is a held-out (dev-split) file the model never trained on.
+Each stem is scored against its track by SDRi and by the best-constant-gain floor (the mixture just turned
+down), the bar a stem must clear to be of any use: on this dialogue-first mix the floor is high for the quiet
+music bed and effects (about 10 and 13 dB SDRi) and low for the dialogue.
+
+FLOORS are the shipped model's measured figures (``python -m plugin_bridge.training.dme``) less 1 dB, room for
+platform and backend differences; a random-weight model of the same architecture scores about 0 dB SDRi or
+below, so they tell a trained separator from a broken or missing one.
 """
 import os
 
+import numpy as np
 import pytest
 
-from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Query, Separator
 from plugin_bridge.models.registry import DEFAULT_WEIGHTS, load_model
-from plugin_bridge.metrics import sdri
+from plugin_bridge.training.dme import SPLIT, evaluate_dme, load_demo
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "plugin_bridge", "data", "demo")
+#: query -> minimum SDRi (dB), one query per separation.  Measured for the shipped model: see MARGINS.
+FLOORS = {"dialogue": 2.2, "music": 10.1, "effects": 10.9}
+#: query -> minimum SDRi minus the best-gain floor (dB); the shipped model measured 2.56 / 0.75 / -1.54
+#: (it was not trained on "effects": the stem is still worse than the mixture turned down)
+MARGINS = {"dialogue": 1.5, "music": -0.3, "effects": -2.6}
+
+needs_weights = pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="no embedded weights in this checkout")
 
 
-@pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="no embedded weights in this checkout")
-def test_default_model_separates_the_demo_sources():
+@pytest.fixture(scope="module")
+def separator():
     model = load_model(None)
     assert not model.is_random and model.cfg.sample_rate == 16000
-    sep = Separator(model, backend="torch", device="cpu")
-    mix, rate = read_all(os.path.join(DEMO, "mix.flac"))
-    assert rate == 48000
-    for query, track in [("speech", "dialogue"), ("piano", "music"), ("birds chirping", "fx")]:
-        target, _ = read_all(os.path.join(DEMO, f"{track}.flac"))
-        stems, _ = sep.separate_array(mix, rate, [Query(query)])
-        assert stems.shape == (1,) + mix.shape
-        assert sdri(target[0], stems[0, 0], mix[0]) > 2.0, query
+    return Separator(model, backend="torch", device="cpu")
+
+
+def test_demo_scene_is_the_sum_of_its_tracks():
+    mix, rate, tracks = load_demo()
+    assert rate == 48000 and mix.shape[1] == 12 * 48000
+    assert set(tracks) == {name for _, name in SPLIT}
+    # the 24-bit files hold 15 significant bits: the sum matches to within the rounding of the four files
+    assert np.max(np.abs(sum(tracks.values()) - mix)) < 4 / 16384
+
+
+@needs_weights
+def test_default_model_splits_the_demo_into_dialogue_music_effects(separator):
+    res = evaluate_dme(separator)
+    for query, rec in res["single"].items():
+        assert rec["sdri"] > FLOORS[query], (query, rec)
+        assert rec["margin"] > MARGINS[query], (query, rec)
+    # asked together (masks shared, as `make demo` runs them), no stem falls far below asking alone
+    for query, rec in res["joint"].items():
+        assert rec["sdri"] > res["single"][query]["sdri"] - 1.5, (query, rec)
+
+
+@needs_weights
+def test_demo_stems_keep_length_and_position(separator):
+    mix, rate, _ = load_demo()
+    stems, residual = separator.separate_array(mix, rate, [Query(q) for q, _ in SPLIT])
+    assert stems.shape == (len(SPLIT),) + mix.shape and residual.shape == mix.shape
+    assert np.max(np.abs(stems.sum(axis=0) + residual - mix)) < 1e-4  # nothing lost, nothing added
