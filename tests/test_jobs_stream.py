@@ -13,7 +13,7 @@ from plugin_bridge.engine.separator import ArraySink, ArraySource, Query, Separa
 from plugin_bridge.export.bwf import read_bext
 from plugin_bridge.session import jobs
 from plugin_bridge.session.history import History
-from plugin_bridge.session.jobs import RERENDER, JobQueue, job_kind, make_job, run_job
+from plugin_bridge.session.jobs import RERENDER, JobQueue, make_job, run_job
 from plugin_bridge.session.model import QuerySpec, Region, Session
 from plugin_bridge.session.open import open_session
 from plugin_bridge.testing import ConstantMaskBackend, fast_model
@@ -151,7 +151,7 @@ def test_rerender_job_renders_the_chain_over_the_raw_file_and_is_one_undo_step(t
                  on_progress=lambda p: progress.append(p.stage))
     job_id = q.enqueue_rerender(tid)
     job = s.job(job_id)
-    assert job_kind(job) == RERENDER and job.status == "pending"
+    assert job.kind == RERENDER and job.track_id == tid and job.region_id is None and job.status == "pending"
     q.run_pending()
     assert job.status == "done" and updates == ["pending", "running", "done"] and progress[-1] == "done"
     t = s.track(tid)
@@ -173,7 +173,7 @@ def test_rerender_job_renders_the_chain_over_the_raw_file_and_is_one_undo_step(t
     # the job persists in the session file like any other
     s.save()
     s2 = Session.load(s.path)
-    assert [job_kind(j) for j in s2.jobs] == [RERENDER] * 3 and all(j.status == "done" for j in s2.jobs)
+    assert [j.kind for j in s2.jobs] == [RERENDER] * 3 and all(j.status == "done" for j in s2.jobs)
 
 
 def test_rerender_with_a_failing_chain_is_a_job_error_leaving_nothing(tmp_path):
