@@ -1,8 +1,6 @@
-""""Teach a sound..." dialog: fit a learned query (@NAME) from a folder of clips, in a worker thread."""
+""""Teach a sound..." dialog: it builds the request (name, clips folder, background folder, steps) and shows
+the progress and result of the learn job the window queues for it (``JobQueue.enqueue_learn``)."""
 from __future__ import annotations
-
-import os
-import threading
 
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import (
@@ -12,19 +10,20 @@ from PyQt6.QtWidgets import (
 
 
 class TeachDialog(QDialog):
-    """Name + clips folder (+ optional background folder) -> Start; progress, Cancel, validation SDRi."""
+    """Name + clips folder (+ optional background folder) -> Start; progress, Cancel, validation SDRi.
 
-    progressed = pyqtSignal(int, int, float)
-    finished_ok = pyqtSignal(str, str)      # name, message
-    failed = pyqtSignal(str)
+    ``start_requested(name, clips, background or None, steps)`` asks for a learn job: the window answers
+    with ``watch(job_id)`` or ``refused(message)``; ``cancel_requested(job_id)`` asks to cancel it.  The
+    window forwards the queue's progress (``job_progress``) and updates (``job_updated``)."""
+
+    start_requested = pyqtSignal(str, str, object, int)
+    cancel_requested = pyqtSignal(str)
     learned = pyqtSignal(str)               # emitted with the saved name
 
-    def __init__(self, window, parent=None):
-        super().__init__(parent or window)
-        self.win = window
+    def __init__(self, parent=None):
+        super().__init__(parent)
         self.setWindowTitle("Teach a sound")
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.job_id: str | None = None
         lay = QVBoxLayout(self)
         intro = QLabel("Give 3-30 clips of the sound (a quarter is kept aside to check the result). Optionally, "
                        "clips of sounds that must not be taken. The separator stays as it is; only a new query "
@@ -60,9 +59,6 @@ class TeachDialog(QDialog):
         self.cancel_btn.clicked.connect(self.cancel)
         self.close_btn.clicked.connect(self.accept)
         lay.addWidget(self.buttons)
-        self.progressed.connect(self._on_progress)
-        self.finished_ok.connect(self._on_done)
-        self.failed.connect(self._on_failed)
         self._set_running(False)
 
     def _with_browse(self, edit: QLineEdit) -> QWidget:
@@ -85,7 +81,7 @@ class TeachDialog(QDialog):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.job_id is not None
 
     def start(self):
         name, clips = self.name.text().strip().lstrip("@").strip(), self.clips.text().strip()
@@ -95,65 +91,47 @@ class TeachDialog(QDialog):
         if not clips:
             self.status.setText("Choose the folder with clips of the sound.")
             return
-        self._cancel.clear()
         self._set_running(True)
         self.bar.setValue(0)
         self.status.setText("Reading clips…")
-        bg, steps = self.background.text().strip() or None, self.steps.value()
-        self._thread = threading.Thread(target=self._work, args=(name, clips, bg, steps), daemon=True)
-        self._thread.start()
+        self.start_requested.emit(name, clips, self.background.text().strip() or None, self.steps.value())
+
+    def watch(self, job_id: str):
+        """The learn job that runs this dialog's request."""
+        self.job_id = job_id
+
+    def refused(self, message: str):
+        self.job_id = None
+        self._set_running(False)
+        self.status.setText(message)
 
     def cancel(self):
-        self._cancel.set()
-        self.status.setText("Cancelling…")
+        if self.job_id is not None:
+            self.cancel_requested.emit(self.job_id)
+            self.status.setText("Cancelling…")
 
-    def _work(self, name: str, clips: str, background: str | None, steps: int):
-        try:
-            from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
-            from plugin_bridge.errors import JobCancelled
-            from plugin_bridge.session.learned import LearnedQuery, LearnedStore, model_hash
+    def job_progress(self, p):
+        if p.job_id == self.job_id and p.detail:
+            self.bar.setValue(int(1000 * p.fraction))
+            self.status.setText(p.detail)
 
-            store = LearnedStore()
-            if name.lower() in (n.lower() for n in store.names()):
-                raise ValueError(f"a learned query named '@{name}' already exists; choose another name")
-            model = self.win._get_separator("torch", "cpu").model
-            rate = model.cfg.sample_rate
-            xs = load_clips(clips, rate)
-            inter, desc = (load_clips(background, rate, "background clips"), "your background clips") if background \
-                else default_interferers(rate, os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
-            try:
-                res = learn_query(model, xs, inter, name, LearnSettings(steps=steps),
-                                  progress=lambda s, n, l: self.progressed.emit(s, n, l), cancel=self._cancel.is_set,
-                                  interferer_desc=desc)
-            except JobCancelled:
-                self.failed.emit("Cancelled; nothing was saved.")
-                return
-            lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
-                              facts={"clips": len(xs), "val_clips": res.n_val, "steps": res.steps,
-                                     "interferers": desc, "val_sdri_start_db": round(res.val_sdri_start, 2),
-                                     "val_sdri_db": round(res.val_sdri, 2)})
-            store.save(lq)
-            self.finished_ok.emit(lq.name, f"Saved @{lq.name}. Validation on {res.n_val} held-out clip(s): SDRi "
-                                           f"{res.val_sdri:.1f} dB (the {res.start_kind} query it started from: "
-                                           f"{res.val_sdri_start:.1f} dB).")
-        except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-            from plugin_bridge.gui.mainwindow import _pretty
-
-            self.failed.emit(_pretty(exc))
-
-    def _on_progress(self, step: int, total: int, loss: float):
-        self.bar.setValue(int(1000 * step / max(total, 1)))
-        self.status.setText(f"Step {step}/{total}  loss {loss:.4f}")
-
-    def _on_done(self, name: str, msg: str):
+    def job_updated(self, job, result):
+        """A state change of a queue job (``result``: its ``JobResult`` once done)."""
+        if job.id != self.job_id or job.status in ("pending", "running"):
+            return
+        self.job_id = None
         self._set_running(False)
-        self.bar.setValue(1000)
-        self.status.setText(msg)
-        self.learned.emit(name)
-
-    def _on_failed(self, msg: str):
-        self._set_running(False)
-        self.status.setText(msg)
+        if job.status == "done" and result is not None and result.learned is not None:
+            f = result.learned.facts
+            self.bar.setValue(1000)
+            self.status.setText(f"Saved @{result.learned.name}. Validation on {f['val_clips']} held-out clip(s): SDRi "
+                                f"{f['val_sdri_db']:.1f} dB (the {f['start']} query it started from: "
+                                f"{f['val_sdri_start_db']:.1f} dB).")
+            self.learned.emit(result.learned.name)
+        elif job.status == "cancelled":
+            self.status.setText("Cancelled; nothing was saved.")
+        else:
+            self.status.setText(job.error or "failed")
 
     def reject(self):
         if self.running:

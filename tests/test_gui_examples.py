@@ -145,6 +145,10 @@ def test_teach_a_sound_dialog_learns_and_cancel_saves_nothing(tmp_path, window, 
     assert dlg.bar.value() == 1000
     assert LearnedStore().get("generator hum").kind == "learned"
     assert w.query_panel.learned.findData("generator hum") >= 0
+    # it ran as a learn job of the window's queue, shown in the jobs panel like a render
+    lj = w.jobs.session.jobs[-1]
+    assert lj.kind == "learn" and lj.status == "done" and lj.settings["steps"] == 2
+    assert w.job_panel.rows[lj.id].title.text() == "Teach @generator hum"
     # a second, long run cancelled after its first step: nothing is saved
     dlg.name.setText("")
     QTest.keyClicks(dlg.name, "fan whine")
@@ -154,6 +158,7 @@ def test_teach_a_sound_dialog_learns_and_cancel_saves_nothing(tmp_path, window, 
     QTest.mouseClick(dlg.cancel_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dlg.start_btn.isEnabled(), timeout=300000)
     assert dlg.status.text() == "Cancelled; nothing was saved."
+    assert w.jobs.session.jobs[-1].status == "cancelled"
     assert LearnedStore().names() == ["generator hum"]
     assert not [n for n in os.listdir(LearnedStore().root) if n.startswith(".")]  # no temporary left
     QTest.mouseClick(dlg.close_btn, Qt.MouseButton.LeftButton)

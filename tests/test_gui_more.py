@@ -305,6 +305,12 @@ def test_chain_editor_gain_step_rerenders_the_stem_and_is_undoable(tmp_path, mak
     assert act.isEnabled()
     act.trigger()
     qtbot.waitUntil(lambda: s.track(stem.id).path != raw_path, timeout=10000)
+    # it is a job of the window's queue: in the jobs panel, with its title and state
+    rj = [j for j in s.jobs if j.kind == "rerender"][-1]
+    assert rj.track_id == stem.id and rj.region_id is None
+    qtbot.waitUntil(lambda: rj.id in w.job_panel.rows and w.job_panel.rows[rj.id].status.text() == "done",
+                    timeout=5000)
+    assert w.job_panel.rows[rj.id].title.text() == f"Plugin chain on {s.track(stem.id).name}"
     fx_path = s.track(stem.id).path
     assert fx_path == os.path.splitext(raw_path)[0] + "_fx1.wav" and os.path.isfile(raw_path)
     y, r2 = sf.read(fx_path, dtype="float64", always_2d=True)
@@ -341,6 +347,9 @@ def test_chain_editor_gain_step_rerenders_the_stem_and_is_undoable(tmp_path, mak
     w.rerender_chain(stem.id, wait=True)
     qtbot.waitUntil(lambda: w.last_error is not None, timeout=5000)
     assert "Plugin chain failed" in w.last_error and "below half the sample rate" in w.last_error
+    failed = [j for j in s.jobs if j.kind == "rerender"][-1]
+    assert failed.status == "failed" and not w.job_panel.rows[failed.id].retry.isHidden()
+    assert w.job_panel.rows[failed.id].status.text().startswith("failed: ")
     assert "Traceback" not in w.last_error
     assert s.track(stem.id).path == fx_path
     assert not os.path.exists(os.path.splitext(raw_path)[0] + "_fx2.wav")

@@ -49,9 +49,11 @@ def test_job_worker_does_not_wait_for_a_busy_window(app, qtbot):
     """The UI thread is busy (not running its event loop) while the worker hands over a render: the
     worker returns at once; the window adds the stems when its event loop runs."""
     from plugin_bridge.gui.mainwindow.jobs_glue import _UiHistory
+    from plugin_bridge.session.history import History
+    from plugin_bridge.session.model import Session
 
     applied = []
-    ui = _UiHistory(lambda *a: applied.append(a))
+    ui = _UiHistory(History(Session()), lambda *a: applied.append(a), None)
     took = []
 
     def worker():

@@ -13,7 +13,7 @@ from plugin_bridge.engine.separator import ArraySink, ArraySource, Query, Separa
 from plugin_bridge.export.bwf import read_bext
 from plugin_bridge.session import jobs
 from plugin_bridge.session.history import History
-from plugin_bridge.session.jobs import RERENDER, JobQueue, job_kind, make_job, run_job
+from plugin_bridge.session.jobs import RERENDER, JobQueue, make_job, run_job
 from plugin_bridge.session.model import QuerySpec, Region, Session
 from plugin_bridge.session.open import open_session
 from plugin_bridge.testing import ConstantMaskBackend, fast_model
@@ -151,7 +151,7 @@ def test_rerender_job_renders_the_chain_over_the_raw_file_and_is_one_undo_step(t
                  on_progress=lambda p: progress.append(p.stage))
     job_id = q.enqueue_rerender(tid)
     job = s.job(job_id)
-    assert job_kind(job) == RERENDER and job.status == "pending"
+    assert job.kind == RERENDER and job.track_id == tid and job.region_id is None and job.status == "pending"
     q.run_pending()
     assert job.status == "done" and updates == ["pending", "running", "done"] and progress[-1] == "done"
     t = s.track(tid)
@@ -173,7 +173,7 @@ def test_rerender_job_renders_the_chain_over_the_raw_file_and_is_one_undo_step(t
     # the job persists in the session file like any other
     s.save()
     s2 = Session.load(s.path)
-    assert [job_kind(j) for j in s2.jobs] == [RERENDER] * 3 and all(j.status == "done" for j in s2.jobs)
+    assert [j.kind for j in s2.jobs] == [RERENDER] * 3 and all(j.status == "done" for j in s2.jobs)
 
 
 def test_rerender_with_a_failing_chain_is_a_job_error_leaving_nothing(tmp_path):
@@ -217,3 +217,90 @@ def test_cancelled_rerender_writes_nothing_and_changes_nothing(tmp_path):
     finally:
         q.stop()
     assert job.status == "done" and s.track(tid).path.endswith("_fx1.wav")
+
+
+# --------------------------------------------------------------------------------------------------
+# learn jobs and old sessions
+# --------------------------------------------------------------------------------------------------
+def _hum_clips(folder, n=3, rate=16000):
+    import soundfile as sf
+
+    folder.mkdir()
+    t = np.arange(int(1.5 * rate)) / rate
+    for i in range(n):
+        sf.write(folder / f"hum{i}.wav", (0.2 * np.sin(2 * np.pi * (110 + 4 * i) * t)).astype(np.float32), rate)
+    return str(folder)
+
+
+def test_learn_job_runs_in_the_queue_with_progress_and_cancel_saves_nothing(tmp_path, monkeypatch, model):
+    from plugin_bridge.session.learned import LearnedStore
+
+    monkeypatch.setenv("PLUGIN_BRIDGE_DATA", str(tmp_path / "userdata"))
+    clips = _hum_clips(tmp_path / "clips")
+    s = Session()
+    sep = Separator(model, backend="torch", device="cpu")
+    asked, progress = [], []
+
+    def factory(b, d):
+        asked.append((b, d))
+        return sep
+    q = JobQueue(s, separator_factory=factory, persist=False, on_progress=progress.append)
+    job = s.job(q.enqueue_learn("@ generator  hum", clips, steps=2))
+    assert job.kind == "learn" and job.settings["name"] == "generator hum" and job.region_id is None
+    q.run_pending()
+    assert job.status == "done", job.error
+    assert asked == [("torch", "cpu")]
+    assert [p.detail for p in progress if p.stage == "learning"][-1].startswith("Step 2/2  loss ")
+    lq = q.results[job.id].learned
+    assert lq.name == "generator hum" and LearnedStore().get("generator hum").kind == "learned"
+    assert {"val_clips", "val_sdri_db", "val_sdri_start_db", "start"} <= set(lq.facts)
+    # the name is taken now: refused at once
+    with pytest.raises(jobs.SessionError, match="already exists"):
+        q.enqueue_learn("Generator Hum", clips)
+    # cancelled after the first step: nothing saved, no temporary left
+    q.on_progress = lambda p: q.cancel(p.job_id) if p.stage == "learning" else None
+    job2 = s.job(q.enqueue_learn("fan whine", clips, steps=500))
+    q.run_pending()
+    assert job2.status == "cancelled" and LearnedStore().names() == ["generator hum"]
+    assert not [n for n in os.listdir(LearnedStore().root) if n.startswith(".")]
+    # a bad clips folder: the job fails with a readable message, the queue goes on
+    q.on_progress = None
+    job3 = s.job(q.enqueue_learn("door", str(tmp_path / "missing"), steps=2))
+    q.run_pending()
+    assert job3.status == "failed" and "not a folder of clips" in job3.error
+
+
+def test_a_job_record_edit_goes_through_history_and_is_no_undo_step(tmp_path):
+    s, h, tid, _ = stem_session(tmp_path)
+    h.set_chain(tid, DOUBLE)
+    seen = []
+    h.subscribe(lambda ch: seen.append((ch.kind, ch.action)))
+    raw = s.track(tid).path
+    q = JobQueue(s, history=h, persist=False)
+    q.run_one(s.job(q.enqueue_rerender(tid)))
+    assert ("job.add", "state") in seen and ("job.state", "state") in seen and ("track.set", "do") in seen
+    assert s.track(tid).path.endswith("_fx1.wav")
+    assert h.undo()                                               # the lane change is one undo step
+    assert s.track(tid).path == raw and h.undo_label.startswith("Change plugin chain")
+    assert s.jobs[0].status == "done"                             # undo never removes the job record
+
+
+def test_a_version_1_session_with_a_rerender_job_in_its_settings_loads_as_a_rerender_job(tmp_path):
+    import json
+
+    s, h, tid, _ = stem_session(tmp_path)
+    d = s.to_dict(os.path.dirname(s.path))
+    d["schema_version"] = 1
+    d["jobs"] = [{"id": "j1", "region_id": "", "settings": {"kind": "rerender", "track_id": tid, "format": "wav24"},
+                  "status": "done"},
+                 {"id": "j2", "region_id": "r-gone", "queries": [{"text": "speech"}], "status": "failed"}]
+    path = tmp_path / "old.pbsession.json"
+    path.write_text(json.dumps(d))
+    before = path.read_bytes()
+    s2 = Session.load(str(path))
+    assert path.read_bytes() == before
+    j1, j2 = s2.jobs
+    assert (j1.kind, j1.track_id, j1.region_id, j1.settings) == (RERENDER, tid, None, {"format": "wav24"})
+    assert (j2.kind, j2.track_id, j2.region_id) == ("separate", None, "r-gone")
+    s2.save()
+    assert [j["kind"] for j in json.loads(path.read_text())["jobs"]] == [RERENDER, "separate"]

@@ -15,7 +15,7 @@ from plugin_bridge.session.history import Autosaver, History
 from plugin_bridge.session.jobs import make_job
 from plugin_bridge.session.learned import LEARNED_DOCUMENT, LearnedQueryError
 from plugin_bridge.session.model import (
-    SESSION_DOCUMENT, SESSION_SCHEMA, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track,
+    SCHEMA_VERSION, SESSION_DOCUMENT, SESSION_SCHEMA, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track,
 )
 from plugin_bridge.session.presets import PRESET_DOCUMENT, PresetError, PresetStore, load_preset_file
 
@@ -108,7 +108,7 @@ def test_history_checks_follow_the_schema(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # files on disk stay compatible
 # --------------------------------------------------------------------------------------------------
-def test_a_version_1_file_written_by_the_previous_code_loads_and_saves_byte_identical(tmp_path):
+def test_a_version_1_file_written_by_the_previous_code_loads_and_saves_the_same_content_as_version_2(tmp_path):
     proj = tmp_path / "proj"
     proj.mkdir()
     path = proj / "reel.pbsession.json"
@@ -120,8 +120,17 @@ def test_a_version_1_file_written_by_the_previous_code_loads_and_saves_byte_iden
     assert s.regions[0].queries[0] == QuerySpec("people talking", "music", "Speech", "#ff0000", "DX", "Dialogue",
                                                 [{"type": "gain", "params": {"gain_db": 1.5}}])
     assert s.stems[1].query_index == "residual" and s.jobs[1].error == "out of memory"
+    assert [(j.kind, j.track_id) for j in s.jobs] == [("separate", None)] * len(s.jobs)
     s.save()
-    assert path.read_bytes() == before
+    # version 2 adds the job fields kind and track_id; everything else is written as it was read
+    saved, old = json.loads(path.read_bytes()), json.loads(before)
+    assert saved.pop("schema_version") == SCHEMA_VERSION == 2 and old.pop("schema_version") == 1
+    for j in saved["jobs"]:
+        assert (j.pop("kind"), j.pop("track_id")) == ("separate", None)
+    assert saved == old and list(saved) == list(old)
+    again = path.read_bytes()
+    Session.load(str(path)).save()
+    assert path.read_bytes() == again
 
 
 def test_a_version_0_session_is_migrated_and_the_file_left_alone(tmp_path):
@@ -133,12 +142,13 @@ def test_a_version_0_session_is_migrated_and_the_file_left_alone(tmp_path):
     s = Session.load(str(path))
     assert s.tracks[0].name == "a" and s.tracks[0].path == str(tmp_path / "a.wav")
     assert s.regions[0].queries == [QuerySpec("speech")]
-    assert s.to_dict()["schema_version"] == 1
+    assert s.to_dict()["schema_version"] == SCHEMA_VERSION
     assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("text, fld, words", [
-    ('{"schema_version": 2, "id": "a", "name": "x", "sample_rate": 48000}', "schema_version", "newer"),
+    ('{"schema_version": %d, "id": "a", "name": "x", "sample_rate": 48000}' % (SCHEMA_VERSION + 1), "schema_version",
+     "newer"),
     ('{"schema_version": -1}', "schema_version", "negative"),
     ('{"schema_version": "1"}', "schema_version", "integer"),
     ('{"schema_version": 1, "format": "plugin-bridge-preset"}', "format", "not a session"),

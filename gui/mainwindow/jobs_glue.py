@@ -1,5 +1,6 @@
 """Jobs panel glue: the window observes the session's ``JobQueue`` (progress and state come back as
-queued Qt signals) and adds finished renders to the session on the UI thread.
+queued Qt signals); separations, chain re-renders and learn jobs all run there.  The session edits a
+job makes are applied on the UI thread.
 
 A part of ``MainWindow`` (see ``window.py``): it reads and sets the window's attributes."""
 from __future__ import annotations
@@ -9,48 +10,71 @@ import copy
 from plugin_bridge.errors import PluginBridgeError
 from plugin_bridge.gui.mainwindow.messages import pretty
 from plugin_bridge.gui.thread import to_main
+from plugin_bridge.session.history import History
+from plugin_bridge.session.model import Session
 
 
 class _UiHistory:
-    """What ``run_job`` sees as its history: ``add_render`` is posted to the UI thread (where it is one
-    undo step together with muting the source, so playback of the mix does not double up) and returns
-    at once.  The job's "done" update is emitted after the post, so the window applies the stems first
-    and can still mark the job failed if they could not be added (``JobsGlue._on_job_update``)."""
+    """What the job queue sees as its history.  Job records (not undo steps) are edited at once, in the
+    worker, through the window's ``History`` under the session lock, without notifications (the queue's
+    updates reach the window as signals).  A render's ``add_render`` and a re-render's ``set_track`` are
+    posted to the UI thread (each one undo step there) and return at once: the worker never waits for
+    the window.  The job's "done" update is emitted after the post, so the window applies the edit first
+    and can still mark the job failed if it could not (``JobsGlue._on_job_update``)."""
 
-    def __init__(self, apply_render):
-        self._apply_render = apply_render
+    def __init__(self, history: History, apply_render, apply_track):
+        self._history, self._apply_render, self._apply_track = history, apply_render, apply_track
+
+    def add_job(self, job, notify=True):
+        return self._history.add_job(job, notify=False)
+
+    def set_job(self, job_id, notify=True, **changes):
+        self._history.set_job(job_id, False, **changes)
+
+    def retry_job(self, job_id, notify=True):
+        return self._history.retry_job(job_id, False)
 
     def add_render(self, tracks, stems, label="Render stems", job_id=None):
         to_main(self._apply_render, list(tracks), list(stems), label, job_id)
 
+    def set_track(self, track_id, **changes):
+        with self._history.session.lock:
+            job_id = next((j.id for j in self._history.session.jobs
+                           if j.kind == "rerender" and j.track_id == track_id and j.status == "running"), None)
+        to_main(self._apply_track, track_id, changes, job_id)
+
 
 class JobsGlue:
-    def _start_jobs(self, s):
-        """The session's job queue, its worker started; the window observes it through queued signals."""
-        # lazy: session.jobs imports the engine (torch), which the window's start-up skips
+    def _start_jobs(self, s: Session, history: History):
+        """The job queue of ``s``, its worker started; the window observes it through queued signals."""
+        # lazy: session.jobs imports the engine, which the window's start-up skips
         from plugin_bridge.session.jobs import JobQueue
 
-        self.jobs = JobQueue(s, separator_factory=self._get_separator, history=_UiHistory(self._apply_render),
-                             persist=False, on_progress=lambda p: self._jobProgress.emit(p),
+        self.jobs = JobQueue(s, separator_factory=self._separator, persist=False,
+                             history=_UiHistory(history, self._apply_render, self._apply_track),
+                             on_progress=lambda p: self._jobProgress.emit(p),
                              on_update=lambda j: self._jobUpdate.emit(copy.copy(j)),
                              overrides={"backend": self.app_settings.backend, "device": self.app_settings.device})
         for j in s.jobs:  # jobs interrupted by a crash are pending again; let the user start them
             if j.status == "pending":
-                j.status, j.error = "cancelled", "interrupted (the program closed); press Retry to run it again"
+                history.set_job(j.id, notify=False, status="cancelled",
+                                error="interrupted (the program closed); press Retry to run it again")
         self.jobs.start()
 
-    def _get_separator(self, backend: str, device: str):
-        """Called in the job worker thread: the engine (and torch) are imported here, lazily."""
+    def _job_queue(self):
+        """The queue; with no session open, one over a scratch session (jobs that need none: teaching)."""
+        if self.jobs is None:
+            scratch = Session(name="No session")
+            self._start_jobs(scratch, History(scratch))
+        return self.jobs
+
+    def _separator(self, backend: str, device: str):
+        """Called in the job worker thread: the injected factory, else the model of the settings."""
         if self.separator_factory is not None:
             return self.separator_factory(backend, device)
-        spec, tok = self.app_settings.model_spec()
-        key = (spec, tok, backend, device)
-        if key not in self._separators:
-            from plugin_bridge.engine.separator import Separator
-            from plugin_bridge.models.registry import load_model
+        from plugin_bridge.session.jobs import model_separator  # loaded with the queue (see _start_jobs)
 
-            self._separators[key] = Separator(load_model(spec, tok), backend=backend, device=device)
-        return self._separators[key]
+        return model_separator(*self.app_settings.model_spec(), backend, device)
 
     def run_current(self):
         r = self._current_region()
@@ -71,7 +95,14 @@ class JobsGlue:
         return job
 
     def _job_title(self, job) -> str:
-        s = self.session
+        s = self.jobs.session if self.jobs is not None else self.session
+        if job.kind == "learn":
+            return f"Teach @{job.settings.get('name', '')}"
+        if job.kind == "rerender":
+            try:
+                return f"Plugin chain on {s.track(job.track_id).name}"
+            except PluginBridgeError:
+                return "Plugin chain on a deleted track"
         try:
             r = s.region(job.region_id)
             where = f"{r.name or 'region'} on {s.track(r.track_id).name}"
@@ -92,26 +123,36 @@ class JobsGlue:
 
     def _on_job_progress(self, p):
         self._job_eta[p.job_id] = (p.eta_seconds, p.stage)
+        if self.jobs is None:
+            return
         try:
-            job = self.session.job(p.job_id)
+            job = self.jobs.session.job(p.job_id)
         except PluginBridgeError:
             return
         self.job_panel.update_job(job, self._job_title(job), p.eta_seconds, p.stage)
 
     def _on_job_update(self, job):
         if job.status == "done" and job.id in self._render_errors:
-            # its stems were posted here before this update and could not be added: the job failed
+            # its edit was posted here before this update and could not be applied: the job failed
             err = self._render_errors.pop(job.id)
             self._edit(lambda: self.history.set_job(job.id, status="failed", error=err, stem_ids=[]))
             job = copy.copy(self.session.job(job.id))
         eta, stage = self._job_eta.get(job.id, (None, None))
         self.job_panel.update_job(job, self._job_title(job), eta, stage)
         if job.status == "failed":
-            self.statusBar().showMessage(f"Render failed: {job.error}", 15000)
-            self.last_error = job.error
+            msg = job.error
+            if job.kind == "rerender":
+                msg = f"Plugin chain failed for {self._job_title(job)[len('Plugin chain on '):]}: {job.error}"
+            self.statusBar().showMessage(f"Job failed: {msg}" if job.kind != "separate"
+                                         else f"Render failed: {msg}", 15000)
+            self.last_error = msg
         elif job.status == "done" and job.error:
             # finished, with something the user should know (e.g. a query far from the model's concepts)
             self.statusBar().showMessage(f"Rendered, with a warning: {job.error}", 30000)
+        elif job.status == "done" and job.kind == "rerender":
+            self.statusBar().showMessage(f"{self._job_title(job)}: applied", 5000)
+        elif job.status == "done" and job.kind == "learn":
+            self._refresh_learned()
 
     def _apply_render(self, tracks, stems, label, job_id):
         """On the UI thread: a finished job's stems join the session as one undo step."""
@@ -124,5 +165,16 @@ class JobsGlue:
         except Exception as exc:  # noqa: BLE001 - the job's "done" update marks it failed
             if job_id is None:
                 self.show_error(f"Render failed: {pretty(exc)}")
+            else:
+                self._render_errors[job_id] = pretty(exc)
+
+    def _apply_track(self, track_id, changes, job_id):
+        """On the UI thread: a re-render points its lane at the processed file, one undo step.  A lane
+        removed meanwhile keeps nothing (the file stays on disk)."""
+        try:
+            self.history.set_track(track_id, **changes)
+        except Exception as exc:  # noqa: BLE001 - the job's "done" update marks it failed
+            if job_id is None:
+                self.show_error(pretty(exc))
             else:
                 self._render_errors[job_id] = pretty(exc)

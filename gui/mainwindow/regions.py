@@ -209,7 +209,20 @@ class Regions:
         from plugin_bridge.gui.teach import TeachDialog
 
         dlg = TeachDialog(self)
-        dlg.learned.connect(lambda _n: self._refresh_learned())
+
+        def start(name, clips, background, steps):
+            try:
+                job_id = self._job_queue().enqueue_learn(name, clips, background, steps)
+            except PluginBridgeError as exc:
+                dlg.refused(pretty(exc))
+                return
+            dlg.watch(job_id)
+            job = self.jobs.session.job(job_id)
+            self.job_panel.update_job(job, self._job_title(job))
+        dlg.start_requested.connect(start)
+        dlg.cancel_requested.connect(self.cancel_job)
+        self._jobProgress.connect(dlg.job_progress)
+        self._jobUpdate.connect(lambda j: dlg.job_updated(j, self.jobs.results.get(j.id) if self.jobs else None))
         self._teach = dlg
         dlg.setModal(False)
         dlg.show()

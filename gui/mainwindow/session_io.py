@@ -95,7 +95,7 @@ class SessionIO:
         self.history = history or History(s)
         self._unsub = self.history.subscribe(lambda ch: self._sessionChanged.emit(ch))
         self.autosaver = Autosaver(self.history, every_edits=10, every_seconds=30)
-        self._start_jobs(s)
+        self._start_jobs(s, self.history)
         self._remove_stale_partials(s)
         self.job_panel.clear()
         for j in s.jobs:

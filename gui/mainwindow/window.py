@@ -3,11 +3,12 @@ panels, shortcuts), messages and non-blocking dialogs, drag and drop of files, a
 mirrors the session into the widgets.  The rest of the window lives next to this module, one part each:
 ``actions`` (menus), ``session_io``, ``lanes``, ``chains``, ``regions``, ``jobs_glue``, ``transport``.
 
-Threading rule: the session is edited only on the UI thread.  The job worker reaches it through
-``jobs_glue._UiHistory``, which posts ``add_render`` to the UI thread (``gui.thread.to_main``) and returns
-at once: the worker never waits for the window.  Job progress and state come back as queued Qt signals.
-Nothing here imports torch: the engine is imported by the worker when the first job starts
-(``JobsGlue._get_separator``)."""
+Threading rule: the session's tracks, regions and stems are edited only on the UI thread.  The job worker
+reaches them through ``jobs_glue._UiHistory``, which posts ``add_render`` / ``set_track`` to the UI thread
+(``gui.thread.to_main``) and returns at once: the worker never waits for the window; job records (not undo
+steps) it edits in place under the session lock.  Job progress and state come back as queued Qt signals.
+Separation, chain re-render and teaching a sound are all jobs of that one queue; the GUI imports no
+engine code."""
 from __future__ import annotations
 
 import logging
@@ -58,7 +59,6 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.setAcceptDrops(True)
         self.app_settings = app_settings or AppSettings.load()
         self.separator_factory = separator_factory
-        self._separators: dict = {}
         self.session: Session | None = None
         self.history: History | None = None
         self.autosaver: Autosaver | None = None
@@ -74,7 +74,6 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.ask_hook = ask_hook
         self.file_dialog_hook = file_dialog_hook
         self.active_dialog = None   # the settings / chain dialog currently open (non-blocking)
-        self._chain_busy = 0        # plugin-chain renders in flight
         self._job_eta: dict[str, tuple] = {}
         self._render_errors: dict[str, str] = {}  # job id -> why its stems could not be added
         self._lane_sig = None
@@ -394,15 +393,12 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
     def apply_settings(self, a: AppSettings, sess: dict | None):
         """Machine settings are saved to the settings file at once; render settings go into the open
         session (one undo step) and become the defaults for sessions opened later."""
-        model_changed = a.model_spec() != self.app_settings.model_spec()
         audio_changed = a.audio_device != self.app_settings.audio_device
         if sess:
             a.render = AppSettings._clean_render({**a.render, **sess})
         self.app_settings = a
         if not a.save():
             self.statusBar().showMessage(f"Settings apply now but could not be saved to {a.path()}", 8000)
-        if model_changed:
-            self._separators.clear()
         if self.jobs is not None:
             self.jobs.overrides.update({"backend": a.backend, "device": a.device})
         if sess and self.history is not None:

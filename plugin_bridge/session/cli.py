@@ -174,7 +174,7 @@ def cmd_run(args) -> int:
             for j in list(s.jobs):
                 if j.region_id == r.id and j.status == "pending" and not j.queries:
                     h.set_job(j.id, queries=preset.to_queries(), preset=preset.name)
-    todo = [j for j in s.jobs if j.status == "pending"]
+    todo = [j for j in s.jobs if j.status == "pending" and j.kind == "separate"]  # the window runs the others
     if not todo:
         print("nothing to render: no pending jobs (add one with `session add-region`)")
         return 0

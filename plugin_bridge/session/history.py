@@ -528,15 +528,23 @@ class History:
             self._notify(Change(cmd.kind, cmd.label, cmd.ids, "state"))
 
     def add_job(self, job: JobRecord, notify: bool = True) -> JobRecord:
-        """Append a render job record (``jobs.make_job`` builds one)."""
+        """Append a job record (``jobs.make_job`` / ``make_rerender_job`` / ``make_learn_job`` build one):
+        a separation names an existing region, a re-render an existing track."""
         self._check_new(job, JobRecord, "job", self.session.jobs)
-        self.session.region(job.region_id)
-        self._apply_state(Command("job.add", "Queue render", (job.id,), [_Insert("jobs", job)]), notify)
+        if job.kind == "separate":
+            if job.region_id is None:
+                raise SessionError("a separation job needs a region", "region_id")
+            self.session.region(job.region_id)
+        elif job.kind == "rerender":
+            if job.track_id is None:
+                raise SessionError("a re-render job needs a track", "track_id")
+            self.session.track(job.track_id)
+        self._apply_state(Command("job.add", f"Queue {job.kind}", (job.id,), [_Insert("jobs", job)]), notify)
         return self.session.job(job.id)
 
     def set_job(self, job_id: str, notify: bool = True, **changes) -> None:
         """Change job fields: status (one of JOB_STATES), error, progress, stem_ids, finished, queries,
-        preset, settings.  ``notify=False`` for per-chunk progress (the queue reports that itself)."""
+        preset, settings (any field but ``id``).  ``notify=False`` for per-chunk progress (the queue reports that itself)."""
         job = self.session.job(job_id)
         for i, q in enumerate(changes.get("queries") or []):
             _check_query(q, f"queries[{i}]")

@@ -17,15 +17,21 @@ place only once the whole job succeeded; a cancelled or failed job leaves no fil
 extends past the ends of its track's audio is clipped to the audio.
 
 A re-render job (``JobQueue.enqueue_rerender``) runs a track's plugin chain over its unprocessed file
-into a new ``<base>_fxN`` file and points the track at it (see ``_run_rerender``).
+into a new ``<base>_fxN`` file and points the track at it (see ``_run_rerender``).  A learn job
+(``JobQueue.enqueue_learn``) fits a query vector for the separator from a folder of clips
+(``engine.learn.learn_query``) and saves it as @NAME with the user's learned queries (``_run_learn``).
 
-``JobQueue`` runs jobs one after another in a worker thread, reports progress/ETA, cancels one job or
-all, records failures with a readable message and carries on, and persists job state in the session
-(a job interrupted by a crash is pending again when the session is reopened).
+``JobQueue`` runs jobs of every kind one after another in a worker thread, reports progress/ETA, cancels
+one job or all, records failures with a readable message and carries on, and persists job state in the
+session (a job interrupted by a crash is pending again when the session is reopened).  Every change it
+makes to the session goes through a ``History``: job records with ``add_job`` / ``set_job`` /
+``retry_job`` (not undo steps), a render's stems with ``add_render`` and a re-render's track with
+``set_track`` (one undo step each).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
@@ -43,13 +49,15 @@ from plugin_bridge.errors import JobCancelled, OutputError, PluginBridgeError
 from plugin_bridge.export.bwf import BwfWriter
 from plugin_bridge.models.registry import load_model, query_warnings
 from plugin_bridge.plugins import render_chain, validate_chain
+from plugin_bridge.session.history import History
+from plugin_bridge.session.learned import LearnedQuery, LearnedStore, model_hash
 from plugin_bridge.session.model import (
-    DEFAULT_SETTINGS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
+    DEFAULT_SETTINGS, JOB_KINDS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
 )
 
-__all__ = ["JobPlan", "JobResult", "JobQueue", "plan_job", "run_job", "make_job", "make_rerender_job", "job_kind",
-           "SEPARATE", "RERENDER", "stem_file_names",
-           "sanitize_filename", "effective_settings", "default_separator_factory", "JobProgress"]
+__all__ = ["JobPlan", "JobResult", "JobQueue", "plan_job", "run_job", "make_job", "make_rerender_job",
+           "make_learn_job", "SEPARATE", "RERENDER", "LEARN", "stem_file_names", "sanitize_filename",
+           "effective_settings", "model_separator", "default_separator_factory", "JobProgress"]
 
 log = logging.getLogger(__name__)
 _BLOCK = 1 << 16
@@ -91,7 +99,9 @@ def effective_settings(session: Session, job: JobRecord | None = None, overrides
 
 
 def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> JobPlan:
-    track = session.track(region.track_id)
+    """Where the job reads and places its stems; the plan's track is a copy with the probed file info
+    (the session is not changed)."""
+    track = copy.deepcopy(session.track(region.track_id))
     info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers
     cached = (track.sample_rate, track.channels, track.frames)
     real = (info.sample_rate, info.channels, info.frames)
@@ -172,6 +182,7 @@ class JobProgress:
     fraction: float
     eta_seconds: float | None
     stage: str = "separating"
+    detail: str = ""            # e.g. a learn job's "Step 3/100  loss 0.1234"
 
 
 @dataclass
@@ -180,6 +191,7 @@ class JobResult:
     stems: list[Stem]
     tracks: list[Track]
     warnings: list[str] = field(default_factory=list)
+    learned: LearnedQuery | None = None     # what a learn job saved
 
 
 def make_job(session: Session, region_id: str, queries: list[QuerySpec] | None = None, preset=None,
@@ -261,19 +273,80 @@ class _StemFiles:
         self.writers.abort()
 
 
-#: Job kinds.  The kind lives in ``JobRecord.settings["kind"]`` (absent: a separation job), the
-#: re-rendered track in ``settings["track_id"]``; a re-render job has no region (``region_id`` "").
-SEPARATE, RERENDER = "separate", "rerender"
-
-
-def job_kind(job: JobRecord) -> str:
-    return job.settings.get("kind", SEPARATE)
+#: Job kinds (``JobRecord.kind``): a separation has its region in ``region_id``, a re-render its track in
+#: ``track_id``, a learn job its request (name, clips, background, steps, seconds) in ``settings``.
+SEPARATE, RERENDER, LEARN = JOB_KINDS
 
 
 def make_rerender_job(session: Session, track_id: str) -> JobRecord:
     """A pending job that renders the track's plugin chain over its unprocessed audio."""
     session.track(track_id)
-    return JobRecord(region_id="", settings={"kind": RERENDER, "track_id": track_id})
+    return JobRecord(kind=RERENDER, track_id=track_id)
+
+
+def make_learn_job(name: str, clips: str, background: str | None = None, steps: int = 100,
+                   seconds: float = 2.0) -> JobRecord:
+    """A pending job that teaches the sound of the clips in the folder ``clips`` as @NAME (``background``:
+    a folder of clips that must not be taken).  The name must be free among the learned queries."""
+    name = " ".join(str(name).strip().lstrip("@").split())
+    if not name:
+        raise SessionError('give the sound a name, e.g. "generator hum"', "name")
+    if not str(clips or "").strip():
+        raise SessionError("choose the folder with clips of the sound", "clips")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 5000:
+        raise SessionError("steps must be a whole number from 1 to 5000", "steps")
+    if not 0.5 <= float(seconds) <= 10:
+        raise SessionError("seconds must be between 0.5 and 10", "seconds")
+    _check_free_name(LearnedStore(), name)
+    return JobRecord(kind=LEARN, settings={"name": name, "clips": clips, "background": background or None,
+                                           "steps": steps, "seconds": float(seconds)})
+
+
+def _check_free_name(store: LearnedStore, name: str) -> None:
+    if name.lower() in (n.lower() for n in store.names()):
+        raise SessionError(f"a learned query named '@{name}' already exists; choose another name", "name")
+
+
+def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
+    """Fit the query of a learn job on the separator's (frozen) model and save it; nothing is saved when
+    the run is cancelled or fails.  Interferers: the background clips, else the corpus of
+    ``$PLUGIN_BRIDGE_CORPUS``, else the shipped clips and synthesised noise."""
+    # lazy: engine.learn imports torch (about 1.6 s, python -X importtime), which opening a session -
+    # the first import of this module in the GUI - must not pay
+    from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
+
+    req = job.settings
+    name = req["name"]
+    store = LearnedStore()
+    _check_free_name(store, name)
+
+    def report(frac, eta, stage, detail=""):
+        if progress:
+            progress(JobProgress(job.id, frac, eta, stage, detail))
+
+    report(0.0, None, "reading clips")
+    model = separator.model
+    rate = model.cfg.sample_rate
+    clips = load_clips(req["clips"], rate)
+    if req.get("background"):
+        inter, desc = load_clips(req["background"], rate, "background clips"), "your background clips"
+    else:
+        inter, desc = default_interferers(rate, os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
+    t0 = time.monotonic()
+
+    def step(k, n, loss):
+        report(k / n, (time.monotonic() - t0) / k * (n - k), "learning", f"Step {k}/{n}  loss {loss:.4f}")
+
+    res = learn_query(model, clips, inter, name, LearnSettings(steps=int(req["steps"]), seconds=float(req["seconds"])),
+                      progress=step, cancel=lambda: is_cancelled(cancel), interferer_desc=desc)
+    lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
+                      facts={"clips": len(clips), "train_clips": res.n_train, "val_clips": res.n_val,
+                             "steps": res.steps, "interferers": desc, "start": res.start_kind,
+                             "val_sdri_start_db": round(res.val_sdri_start, 2),
+                             "val_sdri_db": round(res.val_sdri, 2)})
+    store.save(lq)
+    report(1.0, 0.0, "done")
+    return JobResult(job.id, [], [], learned=lq)
 
 
 def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -> JobResult:
@@ -282,7 +355,7 @@ def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -
     point the track at it as one undo step (the unprocessed file stays, so undo and a later re-render
     start from it).  An empty chain points the track back at the unprocessed file.  A bad chain or a
     failing plugin raises (nothing written, nothing changed)."""
-    track_id = job.settings["track_id"]
+    track_id = job.track_id
     with session.lock:
         t = session.track(track_id)
         raw = t.extra.get("raw_path") or t.path
@@ -292,17 +365,9 @@ def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -
         if progress:
             progress(JobProgress(job.id, frac, None, stage))
 
-    def set_track(**changes):
-        if history is not None:
-            history.set_track(track_id, **changes)
-        else:
-            with session.lock:
-                for k, v in changes.items():
-                    setattr(session.track(track_id), k, v)
-
     if not chain:
         if raw != t.path:
-            set_track(path=raw)
+            history.set_track(track_id, path=raw)
         report(1.0, "done")
         return JobResult(job.id, [], [])
     chain = validate_chain(chain)
@@ -330,7 +395,7 @@ def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -
             extra = dict(session.track(track_id).extra, raw_path=raw)
         except PluginBridgeError:
             return JobResult(job.id, [], [], [f"the track was removed meanwhile; {out} stays on disk"])
-    set_track(path=out, extra=extra)
+    history.set_track(track_id, path=out, extra=extra)
     report(1.0, "done")
     return JobResult(job.id, [], [])
 
@@ -338,10 +403,15 @@ def _run_rerender(session: Session, job: JobRecord, history, progress, cancel) -
 def run_job(session: Session, job: JobRecord, separator, history=None,
             progress: Callable[[JobProgress], None] | None = None, cancel=None,
             overrides: dict | None = None) -> JobResult:
-    """Render ``job`` and add its stem tracks + stem records to the session (through ``history`` as one
-    undo step when given).  Raises ``JobCancelled`` (no files left) or a ``PluginBridgeError``."""
-    if job_kind(job) == RERENDER:
+    """Run ``job`` of any kind: a separation adds its stem tracks + stem records to the session as one
+    undo step of ``history`` (a fresh ``History`` of the session when None), a re-render changes its track,
+    a learn job saves a learned query (``separator``: the model it learns for; a re-render needs none).
+    Raises ``JobCancelled`` (no files left) or a ``PluginBridgeError``."""
+    history = history if history is not None else History(session)
+    if job.kind == RERENDER:
         return _run_rerender(session, job, history, progress, cancel)
+    if job.kind == LEARN:
+        return _run_learn(job, separator, progress, cancel)
     cfg = effective_settings(session, job, overrides)
     with session.lock:
         region = copy.deepcopy(session.region(job.region_id))
@@ -418,15 +488,7 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
         stems.append(Stem(region_id=region.id, query_index="residual" if is_res else i, path=path, track_id=t.id,
                           settings=dict(used, query=(None if q is None else {"text": q.text, "negative": q.negative})),
                           created=created, complete=True, job_id=job.id, label=label))
-    label = f"Render {region.name or 'region'} on {plan.track.name}"
-    if history is not None:
-        history.add_render(tracks, stems, label=label, job_id=job.id)
-    else:
-        with session.lock:
-            idx = max([i for i, t in enumerate(session.tracks) if t.id == plan.track.id or t.parent_id == plan.track.id],
-                      default=len(session.tracks) - 1) + 1
-            session.tracks[idx:idx] = tracks
-            session.stems.extend(stems)
+    history.add_render(tracks, stems, label=f"Render {region.name or 'region'} on {plan.track.name}", job_id=job.id)
     report(1.0, 0.0, "done")
     log.info("job %s rendered %d files in %.1f s", job.id, len(finals), time.monotonic() - t0)
     return JobResult(job.id, stems, tracks, warnings)
@@ -456,15 +518,17 @@ def _model_id(separator) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # queue
 # --------------------------------------------------------------------------------------------------
-_SEP_CACHE: dict = {}
+@functools.lru_cache(maxsize=4)
+def model_separator(spec: str | None = None, tokenizer: str | None = None, backend: str = "auto",
+                    device: str = "auto") -> Separator:
+    """The Separator over the model ``spec`` (None: the default; ``registry.load_model``), cached per
+    (spec, tokenizer, backend, device): the one separator factory of the queue and the window."""
+    return Separator(load_model(spec, tokenizer), backend=backend, device=device)
 
 
-def default_separator_factory(backend: str = "auto", device: str = "auto"):
-    """Separator over the default model, cached per (backend, device)."""
-    key = (backend, device)
-    if key not in _SEP_CACHE:
-        _SEP_CACHE[key] = Separator(load_model(None), backend=backend, device=device)
-    return _SEP_CACHE[key]
+def default_separator_factory(backend: str = "auto", device: str = "auto") -> Separator:
+    """The queue's default factory: the default model's separator."""
+    return model_separator(None, None, backend, device)
 
 
 def _readable(exc: BaseException) -> str:
@@ -476,11 +540,14 @@ def _readable(exc: BaseException) -> str:
 
 
 class JobQueue:
-    """Runs the session's pending jobs in order.
+    """Runs the session's pending jobs, of every kind, in order.
 
-    ``on_progress(JobProgress)`` and ``on_update(JobRecord)`` are plain callbacks called from the
-    worker thread.  ``persist()`` is called after every state change (default: ``history.save()`` if
-    a history is given, else ``session.save()`` when the session has a file)."""
+    Every session edit goes through ``history`` (a ``History`` of the session; a fresh one when None):
+    job records with ``add_job`` / ``set_job`` (per-chunk progress with ``notify=False``) / ``retry_job``,
+    results with ``add_render`` / ``set_track``.  A GUI passes an object with these methods that applies
+    them on its UI thread.  ``on_progress(JobProgress)`` and ``on_update(JobRecord)`` are plain callbacks
+    called from the worker thread.  ``persist()`` is called after every state change (default:
+    ``history.save()`` when the session has a file)."""
 
     def __init__(self, session: Session, separator_factory: Callable[[str, str], Any] | None = None,
                  history=None, persist: Callable[[], None] | bool | None = True,
@@ -488,7 +555,7 @@ class JobQueue:
                  on_update: Callable[[JobRecord], None] | None = None, overrides: dict | None = None):
         self.session = session
         self.factory = separator_factory or default_separator_factory
-        self.history = history
+        self.history = history if history is not None else History(session)
         self.on_progress = on_progress
         self.on_update = on_update
         self.overrides = dict(overrides or {})
@@ -506,10 +573,8 @@ class JobQueue:
 
     # -- state ------------------------------------------------------------------------------------
     def _default_persist(self) -> None:
-        if self.history is not None and self.session.path:
+        if self.session.path:
             self.history.save()
-        elif self.session.path:
-            self.session.save()
 
     def _persist(self) -> None:
         if self.persist:
@@ -519,9 +584,10 @@ class JobQueue:
                 log.warning("could not save job state: %s", exc)
 
     def _set(self, job: JobRecord, **changes) -> None:
-        with self.session.lock:
-            for k, v in changes.items():
-                setattr(job, k, v)
+        self.history.set_job(job.id, **changes)
+        self._changed(job)
+
+    def _changed(self, job: JobRecord) -> None:
         self._persist()
         if self.on_update:
             self.on_update(job)
@@ -542,12 +608,14 @@ class JobQueue:
         """Queue a re-render of the track's plugin chain (see ``_run_rerender``); returns the job id."""
         return self._add(make_rerender_job(self.session, track_id)).id
 
+    def enqueue_learn(self, name: str, clips: str, background: str | None = None, steps: int = 100,
+                      seconds: float = 2.0) -> str:
+        """Queue teaching a sound (see ``make_learn_job`` and ``_run_learn``); returns the job id."""
+        return self._add(make_learn_job(name, clips, background, steps, seconds)).id
+
     def _add(self, job: JobRecord) -> JobRecord:
-        with self.session.lock:
-            self.session.jobs.append(job)
-        self._persist()
-        if self.on_update:
-            self.on_update(job)
+        job = self.history.add_job(job)
+        self._changed(job)
         with self._cv:
             self._cv.notify_all()
         return job
@@ -574,9 +642,8 @@ class JobQueue:
         self._cancel_all.set()
 
     def retry(self, job_id: str) -> None:
-        job = self.session.job(job_id)
-        if job.status in ("failed", "cancelled"):
-            self._set(job, status="pending", error=None, progress=0.0, finished=None)
+        if self.history.retry_job(job_id):
+            self._changed(self.session.job(job_id))
             with self._cv:
                 self._cv.notify_all()
 
@@ -588,17 +655,19 @@ class JobQueue:
 
         def prog(p: JobProgress):
             self.progress[job.id] = p
-            job.progress = p.fraction
+            self.history.set_job(job.id, notify=False, progress=p.fraction)
             if self.on_progress:
                 self.on_progress(p)
 
         cancel = lambda: ev.is_set() or self._cancel_all.is_set()  # noqa: E731
         try:
             sep = None
-            if job_kind(job) == SEPARATE:
+            if job.kind == SEPARATE:
                 cfg = effective_settings(self.session, job)
                 sep = self.factory(self.overrides.get("backend") or cfg["backend"],
                                    self.overrides.get("device") or cfg["device"])
+            elif job.kind == LEARN:
+                sep = self.factory("torch", "cpu")  # learning needs gradients: torch, on the CPU
             res = run_job(self.session, job, sep, self.history, prog, cancel, self.overrides)
         except (JobCancelled, KeyboardInterrupt) as exc:
             self._set(job, status="cancelled", error="cancelled by the user", finished=now_iso())
@@ -655,6 +724,17 @@ class JobQueue:
                 self.run_one(nxt[0])
             with self._cv:
                 self._cv.notify_all()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Block until the job is no longer pending or running; False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self.session.job(job_id).status in ("pending", "running"):
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(0.05 if left is None else min(0.05, left))
+        return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is pending or running; False on timeout."""

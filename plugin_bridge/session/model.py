@@ -37,16 +37,19 @@ from plugin_bridge.session.document import DocumentFormat
 from plugin_bridge.session.shape import shaped
 
 __all__ = [
-    "SCHEMA_VERSION", "SESSION_SUFFIX", "TRACK_KINDS", "JOB_STATES", "SessionError",
+    "SCHEMA_VERSION", "SESSION_SUFFIX", "TRACK_KINDS", "JOB_STATES", "JOB_KINDS", "SessionError",
     "QuerySpec", "Track", "Region", "Stem", "JobRecord", "Session",
     "new_id", "now_iso", "atomic_write_text", "MIGRATIONS", "SESSION_SCHEMA", "SESSION_DOCUMENT",
     "DEFAULT_SETTINGS",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SESSION_SUFFIX = ".pbsession.json"
 TRACK_KINDS = ("source", "stem", "residual")
 JOB_STATES = ("pending", "running", "done", "failed", "cancelled")
+#: what a job does: separate a region (``region_id``), re-render a track's plugin chain (``track_id``),
+#: learn a query from clips (the request in ``settings``); see ``plugin_bridge.session.jobs``
+JOB_KINDS = ("separate", "rerender", "learn")
 
 #: Session-wide defaults for rendering (a region's preset overrides them per job).
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -173,13 +176,16 @@ class Stem:
 
 @dataclass
 class JobRecord:
-    """Persisted state of one render job (region x queries); see ``plugin_bridge.session.jobs``."""
+    """Persisted state of one job of the queue (``plugin_bridge.session.jobs``): a separation of a region
+    by queries, a chain re-render of a track, or the learning of a query (``kind``, one of JOB_KINDS)."""
 
-    region_id: str
+    region_id: str | None = None     # the region a separation renders
     queries: list[QuerySpec] = shaped(factory=list)
     id: str = shaped(factory=new_id, schema=_ID)
+    kind: str = shaped("separate", schema={"enum": list(JOB_KINDS)})
+    track_id: str | None = None      # the track a re-render renders
     status: str = shaped("pending", schema={"enum": list(JOB_STATES)})
-    settings: dict = shaped(factory=dict, schema=_SETTINGS)
+    settings: dict = shaped(factory=dict, schema=_SETTINGS)  # render settings; a learn job's request
     preset: str | None = None
     error: str | None = None
     progress: float = shaped(0.0, schema={"minimum": 0, "maximum": 1})
@@ -410,6 +416,9 @@ def validate(data: Any, source: str = "session") -> None:
         if j["id"] in job_ids:
             fail(f"jobs[{i}].id", "repeats the id of another job")
         job_ids.add(j["id"])
+        needs = {"separate": "region_id", "rerender": "track_id"}.get(j.get("kind", "separate"))
+        if needs and j.get(needs) is None:
+            fail(f"jobs[{i}].{needs}", f"is missing: a {j.get('kind', 'separate')} job needs one")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,7 +456,32 @@ def _migrate_v0(d: dict) -> dict:
     return d
 
 
+def _migrate_v1(d: dict) -> dict:
+    """Version 1: a job had no ``kind``; a chain re-render kept it and its track in ``settings["kind"]``
+    and ``settings["track_id"]``, with ``region_id`` "".  Version 2 has the fields ``kind`` and ``track_id``
+    and no region for a job that renders none."""
+    d = dict(d)
+    jobs = []
+    for j in d.get("jobs", []) if isinstance(d.get("jobs"), list) else []:
+        if isinstance(j, dict):
+            j = dict(j)
+            st = j.get("settings")
+            if isinstance(st, dict) and ("kind" in st or "track_id" in st):
+                st = dict(st)
+                for key in ("kind", "track_id"):
+                    if key in st:
+                        j[key] = st.pop(key)
+                j["settings"] = st
+            if j.get("region_id") == "":
+                j["region_id"] = None
+        jobs.append(j)
+    if isinstance(d.get("jobs", []), list) and "jobs" in d:
+        d["jobs"] = jobs
+    d["schema_version"] = 2
+    return d
+
+
 #: version -> function turning a dict of that version into the next version
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_v0}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_v0, 1: _migrate_v1}
 
 SESSION_DOCUMENT = DocumentFormat("session", SCHEMA_VERSION, SessionError, MIGRATIONS, tag=SESSION_FORMAT)
