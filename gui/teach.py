@@ -111,7 +111,7 @@ class TeachDialog(QDialog):
         try:
             from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
             from plugin_bridge.errors import JobCancelled
-            from plugin_bridge.session.learned import LearnedQuery, LearnedStore, model_hash
+            from plugin_bridge.learned import LearnedQuery, LearnedStore, model_hash
 
             store = LearnedStore()
             if name.lower() in (n.lower() for n in store.names()):

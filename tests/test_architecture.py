@@ -22,7 +22,8 @@ FOLDERS = {"plugin_bridge": "plugin_bridge", "gui": "plugin_bridge.gui", "models
 ROOMS = {
     "base": ["plugin_bridge", "plugin_bridge.errors", "plugin_bridge.fileio", "plugin_bridge.paths",
              "plugin_bridge.audio_io", "plugin_bridge.audio_headers", "plugin_bridge.metrics",
-             "plugin_bridge.tables", "plugin_bridge.interrupts", "plugin_bridge.checkpoints"],
+             "plugin_bridge.tables", "plugin_bridge.interrupts", "plugin_bridge.checkpoints",
+             "plugin_bridge.document", "plugin_bridge.learned"],
     "models": ["plugin_bridge.models"],
     "presets": ["plugin_bridge.presets"],
     "plugins": ["plugin_bridge.plugins"],
@@ -59,13 +60,8 @@ COMPAT: dict[str, set[str]] = {}
 #: compatibility name -> the module to import instead
 COMPAT_TARGET: dict[str, str] = {}
 
-#: (importer, imported) edges main still has, and who removes them
-KNOWN = {
-    # session/learned.py (the store of learned query vectors) imports nothing of the session; it moves below
-    # the engine once A's separator.py and B's window no longer import it from session/
-    ("plugin_bridge.engine.separator", "plugin_bridge.session.learned"): "A",
-    ("plugin_bridge.engine.learn_cli", "plugin_bridge.session.learned"): "A",
-}
+#: (importer, imported) edges main still has, and who removes them (none today)
+KNOWN: dict[tuple[str, str], str] = {}
 
 #: rules the other branches of issue 17 make true; the integrator moves each into ALLOWED / KNOWN when
 #: its branch lands (they fail on main today, so they are not enforced here)
