@@ -13,7 +13,7 @@ from PyQt6.QtWidgets import (
 
 from plugin_bridge.gui.timeline import fmt_time, mime_for_files
 
-NAMED_MARK = "◆"  # = plugin_bridge.session.learned.MARK (kept here so the panel imports no engine code)
+NAMED_MARK = "◆"  # = plugin_bridge.learned.MARK (kept here so the panel imports no engine code)
 QUERY_COLOURS = ["#4aa3ff", "#ffb84a", "#8fd18f", "#b26bff", "#ff6b6b", "#4ad0c8", "#ff8fd1", "#c9c95b"]
 
 
@@ -125,7 +125,7 @@ class QueryRow(QFrame):
 
     @property
     def is_named(self) -> bool:
-        from plugin_bridge.session.learned import is_named_query
+        from plugin_bridge.learned import is_named_query
 
         return is_named_query(self.text.text())
 

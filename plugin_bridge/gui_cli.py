@@ -1,6 +1,10 @@
 """``plugin-bridge gui [session]``: start the desktop app (PyQt6 is imported only when it runs)."""
 from __future__ import annotations
 
+import importlib.util
+
+from plugin_bridge.errors import ConfigError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("gui", help="open the desktop app",
@@ -12,10 +16,9 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    try:
-        from plugin_bridge.gui.app import main
-    except ImportError as exc:
-        from plugin_bridge.errors import ConfigError
+    if importlib.util.find_spec("PyQt6") is None:  # the optional gui extra
+        raise ConfigError("the desktop app needs PyQt6, which is not installed; install it with: "
+                          "pip install 'plugin-bridge[gui]'")
+    from plugin_bridge.gui.app import main
 
-        raise ConfigError(f"the desktop app needs PyQt6 ({exc}); install it with: pip install 'plugin-bridge[gui]'") from None
     return main(args.session)

@@ -22,7 +22,8 @@ FOLDERS = {"plugin_bridge": "plugin_bridge", "gui": "plugin_bridge.gui", "models
 ROOMS = {
     "base": ["plugin_bridge", "plugin_bridge.errors", "plugin_bridge.fileio", "plugin_bridge.paths",
              "plugin_bridge.audio_io", "plugin_bridge.audio_headers", "plugin_bridge.metrics",
-             "plugin_bridge.tables", "plugin_bridge.interrupts", "plugin_bridge.checkpoints"],
+             "plugin_bridge.tables", "plugin_bridge.interrupts", "plugin_bridge.checkpoints",
+             "plugin_bridge.document", "plugin_bridge.learned"],
     "models": ["plugin_bridge.models"],
     "presets": ["plugin_bridge.presets"],
     "plugins": ["plugin_bridge.plugins"],
@@ -54,20 +55,13 @@ ALLOWED = {
     "entry": set(ROOMS),
 }
 
-#: module -> the only modules that may still import it (compatibility names on their way out)
-COMPAT = {
-    # B (gui/mainwindow/ package) imports plugin_bridge.audio_io and deletes engine/reader.py
-    "plugin_bridge.engine.reader": {"plugin_bridge.gui.mainwindow"},
-}
-COMPAT_TARGET = {"plugin_bridge.engine.reader": "plugin_bridge.audio_io"}
+#: module -> the only modules that may still import it (compatibility names on their way out; none today)
+COMPAT: dict[str, set[str]] = {}
+#: compatibility name -> the module to import instead
+COMPAT_TARGET: dict[str, str] = {}
 
-#: (importer, imported) edges main still has, and who removes them
-KNOWN = {
-    # session/learned.py (the store of learned query vectors) imports nothing of the session; it moves below
-    # the engine once A's separator.py and B's window no longer import it from session/
-    ("plugin_bridge.engine.separator", "plugin_bridge.session.learned"): "A",
-    ("plugin_bridge.engine.learn_cli", "plugin_bridge.session.learned"): "A",
-}
+#: (importer, imported) edges main still has, and who removes them (none today)
+KNOWN: dict[tuple[str, str], str] = {}
 
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT)
@@ -158,7 +152,6 @@ def test_every_import_points_the_way_the_rooms_allow():
     ("plugin_bridge.engine.fake", "def f():\n    import plugin_bridge.gui.playback\n", "engine may not import gui"),
     ("plugin_bridge.export.fake", "from ..session import model\n", "export may not import session"),
     ("plugin_bridge.gui.fake", "from plugin_bridge.audio_io import _check_writable_audio\n", "private name"),
-    ("plugin_bridge.gui.fake", "from plugin_bridge.engine.reader import read_all\n", "compatibility name"),
     ("plugin_bridge.newroom", "import os\n", "in no room"),
 ])
 def test_the_checker_catches_a_violation_in_a_synthetic_module(mod, source, expect):
@@ -166,6 +159,21 @@ def test_the_checker_catches_a_violation_in_a_synthetic_module(mod, source, expe
     mods[mod] = (source, False)
     bad, _ = check(mods, set(mods))
     assert any(b.startswith(mod) and expect in b for b in bad), bad
+
+
+def test_a_compatibility_name_is_refused_except_to_its_listed_importers(monkeypatch):
+    mods = _tree()
+    old = "plugin_bridge.engine.oldname"
+    mods[old] = ("from plugin_bridge.audio_io import read_all\n", False)
+    mods["plugin_bridge.gui.fake"] = ("from plugin_bridge.engine.oldname import read_all\n", False)
+    mods["plugin_bridge.gui.allowed"] = ("from plugin_bridge.engine import oldname\n", False)
+    monkeypatch.setitem(COMPAT, old, {"plugin_bridge.gui.allowed"})
+    monkeypatch.setitem(COMPAT_TARGET, old, "plugin_bridge.audio_io")
+    bad, _ = check(mods, set(mods))
+    assert [b for b in bad if b.startswith("plugin_bridge.gui.fake")] == [
+        "plugin_bridge.gui.fake:1 imports plugin_bridge.engine.oldname: a compatibility name; "
+        "import plugin_bridge.audio_io"]
+    assert not [b for b in bad if b.startswith("plugin_bridge.gui.allowed")]
 
 
 def test_a_clean_synthetic_module_passes():

@@ -10,10 +10,10 @@ import torch
 
 from plugin_bridge.cli import main
 from plugin_bridge.errors import AudioInputError, ConfigError
+from plugin_bridge.learned import LearnedQuery, LearnedQueryError, LearnedStore, model_hash
 from plugin_bridge.models.encoders.audio import (
     DEFAULT_AUDIO_WEIGHTS, AudioEncoderConfig, AudioEncoderNet, check_example, load_audio_encoder,
 )
-from plugin_bridge.session.learned import LearnedQuery, LearnedQueryError, LearnedStore, model_hash
 
 RATE = 16000
 

@@ -407,3 +407,17 @@ def test_gui_subcommand_registers_without_importing_qt():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["x.pbsession.json", "True", "False"]
+
+
+def test_gui_subcommand_without_pyqt6_says_how_to_install_it_and_hides_no_other_import_error():
+    code = ("import sys, types\n"
+            "import plugin_bridge.gui_cli as g\n"
+            "args = types.SimpleNamespace(session=None)\n"
+            "sys.modules['PyQt6'] = None\n"             # as if the gui extra were not installed
+            "try:\n    g._run(args)\nexcept Exception as e:\n    print(type(e).__name__, '[gui]' in str(e))\n"
+            "del sys.modules['PyQt6']\n"
+            "sys.modules['plugin_bridge.gui.app'] = None\n"   # one of our own modules failing to import
+            "try:\n    g._run(args)\nexcept Exception as e:\n    print(type(e).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ConfigError", "True", "ModuleNotFoundError"]

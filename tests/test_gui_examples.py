@@ -58,7 +58,7 @@ def _drag(lane, x0, x1):
 def test_use_selection_as_query_add_it_to_a_region_and_render(tmp_path, window, qtbot):
     import soundfile as sf
 
-    from plugin_bridge.session.learned import LearnedStore
+    from plugin_bridge.learned import LearnedStore
 
     folder = tmp_path / "proj"
     folder.mkdir()
@@ -122,7 +122,7 @@ def test_use_selection_as_query_add_it_to_a_region_and_render(tmp_path, window, 
 def test_teach_a_sound_dialog_learns_and_cancel_saves_nothing(tmp_path, window, qtbot):
     import soundfile as sf
 
-    from plugin_bridge.session.learned import LearnedStore
+    from plugin_bridge.learned import LearnedStore
 
     clips = tmp_path / "clips"
     clips.mkdir()

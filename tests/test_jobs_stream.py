@@ -233,7 +233,7 @@ def _hum_clips(folder, n=3, rate=16000):
 
 
 def test_learn_job_runs_in_the_queue_with_progress_and_cancel_saves_nothing(tmp_path, monkeypatch, model):
-    from plugin_bridge.session.learned import LearnedStore
+    from plugin_bridge.learned import LearnedStore
 
     monkeypatch.setenv("PLUGIN_BRIDGE_DATA", str(tmp_path / "userdata"))
     clips = _hum_clips(tmp_path / "clips")

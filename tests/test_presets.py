@@ -10,11 +10,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pedalboard.io import AudioFile
 
 from plugin_bridge.errors import ConfigError
+from plugin_bridge.paths import user_presets_dir
 from plugin_bridge.session.history import History
 from plugin_bridge.session.model import Region, Session, Track
-from plugin_bridge.session.presets import (
-    Preset, PresetError, PresetStore, load_preset_file, user_presets_dir,
-)
+from plugin_bridge.session.presets import Preset, PresetError, PresetStore, load_preset_file
 
 
 def valid_preset() -> dict:

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
+from plugin_bridge.document import DocumentFormat
+from plugin_bridge.learned import LEARNED_DOCUMENT, LearnedQueryError
 from plugin_bridge.session import shape
-from plugin_bridge.session.document import DocumentFormat
 from plugin_bridge.session.history import Autosaver, History
 from plugin_bridge.session.jobs import make_job
-from plugin_bridge.session.learned import LEARNED_DOCUMENT, LearnedQueryError
 from plugin_bridge.session.model import (
     SCHEMA_VERSION, SESSION_DOCUMENT, SESSION_SCHEMA, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track,
 )

@@ -147,7 +147,7 @@ class Regions:
 
     def _refresh_learned(self):
         try:
-            from plugin_bridge.session.learned import LearnedStore
+            from plugin_bridge.learned import LearnedStore
 
             self.query_panel.fill_learned(LearnedStore().list())
         except Exception as exc:  # noqa: BLE001
@@ -165,7 +165,7 @@ class Regions:
         try:
             from plugin_bridge.audio_io import StreamReader, probe
             from plugin_bridge.models.encoders.audio import load_audio_encoder
-            from plugin_bridge.session.learned import LearnedQuery, LearnedStore
+            from plugin_bridge.learned import LearnedQuery, LearnedStore
 
             t = s.track(track_id) if track_id else s.track(r.track_id)
             info = probe(t.path)

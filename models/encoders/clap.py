@@ -30,11 +30,12 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants, try_to_load_from_cache
 from torch import nn
 
 from plugin_bridge.errors import CheckpointError, EncoderUnavailableError
-from plugin_bridge.paths import data_dir
 from plugin_bridge.models.encoders.base import QueryEncoder
+from plugin_bridge.paths import data_dir
 
 __all__ = ["ClapTextEncoder", "ClapTextTower", "ROBERTA_BASE", "split_text_tower", "resolve_tokenizer_files",
            "user_tokenizer_dir"]
@@ -57,10 +58,6 @@ def user_tokenizer_dir() -> str:
 
 
 def _hf_cache_lookup(hf_cache_dir: str | None) -> tuple[str, str] | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
     for repo in HF_REPOS:
         found = []
         for name in TOKENIZER_FILES:
@@ -92,12 +89,7 @@ def resolve_tokenizer_files(tokenizer_dir: str | None = None, hf_cache_dir: str 
     hit = _hf_cache_lookup(hf_cache_dir)
     if hit:
         return hit
-    try:
-        from huggingface_hub import constants
-
-        hf_where = hf_cache_dir or constants.HF_HUB_CACHE
-    except ImportError:
-        hf_where = hf_cache_dir or "~/.cache/huggingface/hub"
+    hf_where = hf_cache_dir or hf_constants.HF_HUB_CACHE
     raise EncoderUnavailableError(
         "the CLAP text encoder (AudioSep models) needs the roberta-base tokenizer files vocab.json and "
         "merges.txt, which are not part of any AudioSep or CLAP checkpoint. Missing: vocab.json, merges.txt "

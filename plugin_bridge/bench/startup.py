@@ -134,6 +134,7 @@ def run_startup(args, out=sys.stdout) -> int:
 
 def run_batch_bench(args, out=sys.stdout) -> int:
     from plugin_bridge.engine.batch import BatchOptions, expand_inputs, run_batch
+    from plugin_bridge.engine.batch_ray import run_batch_ray
     from plugin_bridge.engine.separator import Separator
     from plugin_bridge.errors import ConfigError
     from plugin_bridge.models.registry import load_model
@@ -172,9 +173,8 @@ def run_batch_bench(args, out=sys.stdout) -> int:
         w = int(getattr(args, "ray_workers", 2) or 0)
         if w:
             try:
-                from plugin_bridge.engine.batch_ray import run_batch_ray
                 import ray
-            except ImportError:
+            except ImportError:  # the optional extra
                 print("(Ray rows skipped: pip install 'plugin-bridge[ray]')", file=out)
                 w = 0
         if w:

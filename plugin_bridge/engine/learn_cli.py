@@ -39,7 +39,7 @@ def cmd_learn(args) -> int:
 
     from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
     from plugin_bridge.models.registry import load_model
-    from plugin_bridge.session.learned import LearnedQuery, LearnedStore, model_hash
+    from plugin_bridge.learned import LearnedQuery, LearnedStore, model_hash
 
     if args.steps < 1 or args.steps > 5000:
         raise ConfigError("--steps must be between 1 and 5000")
@@ -96,7 +96,7 @@ def cmd_learn(args) -> int:
 
 
 def cmd_learned(args) -> int:
-    from plugin_bridge.session.learned import LearnedStore
+    from plugin_bridge.learned import LearnedStore
 
     store = LearnedStore()
     if args.action == "delete":

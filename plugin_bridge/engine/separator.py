@@ -38,6 +38,7 @@ from plugin_bridge.engine.spectral import Grid, interp_mask_to_native, istft, na
 from plugin_bridge.engine.writer import OutputFormat, StemWriterSet, WriterSink, check_output_dir
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
 from plugin_bridge.fileio import check_writable_output
+from plugin_bridge.learned import LearnedStore, is_named_query
 
 __all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Progress", "AudioSource", "StemSink",
            "ArraySource", "ArraySink", "is_cancelled"]
@@ -46,7 +47,7 @@ __all__ = ["Query", "SeparationSettings", "Separator", "SeparationResult", "Prog
 @dataclass(frozen=True)
 class Query:
     """What to extract.  ``text`` is a text query or ``@NAME`` (a saved learned / example query, see
-    ``plugin_bridge.session.learned``); ``vector`` (an example or mixed query, already in the model's
+    ``plugin_bridge.learned``); ``vector`` (an example or mixed query, already in the model's
     query space) replaces the text's embedding, ``negative_vector`` the negative's."""
 
     text: str
@@ -216,8 +217,6 @@ class Separator:
     def condition(self, text: str | None, vector: np.ndarray | None = None) -> np.ndarray:
         """One condition vector: ``vector`` as given, ``@NAME`` from the learned-query store (refused when
         it was made for another model), else the text's embedding."""
-        from plugin_bridge.session.learned import LearnedStore, is_named_query
-
         if vector is not None:
             v = np.asarray(vector, np.float32).reshape(-1)
             if v.shape != (self.cfg.condition_size,) or not np.all(np.isfinite(v)):
@@ -230,8 +229,6 @@ class Separator:
         return self.embed([text])[0]
 
     def _conditions(self, queries: list[Query]) -> tuple[np.ndarray, list[bool]]:
-        from plugin_bridge.session.learned import is_named_query
-
         has_neg = [q.negative_vector is not None or bool(q.negative and q.negative.strip()) for q in queries]
         items = [(q.text, q.vector) for q in queries]
         items += [(q.negative, q.negative_vector) for q, h in zip(queries, has_neg) if h]

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from plugin_bridge.document import read_json
 from plugin_bridge.paths import data_dir
 from plugin_bridge.session import shape
-from plugin_bridge.session.document import read_json
 from plugin_bridge.session.model import (
     JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
 )

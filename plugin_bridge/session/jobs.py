@@ -50,7 +50,7 @@ from plugin_bridge.export.bwf import BwfWriter
 from plugin_bridge.models.registry import load_model, query_warnings
 from plugin_bridge.plugins import render_chain, validate_chain
 from plugin_bridge.session.history import History
-from plugin_bridge.session.learned import LearnedQuery, LearnedStore, model_hash
+from plugin_bridge.learned import LearnedQuery, LearnedStore, model_hash
 from plugin_bridge.session.model import (
     DEFAULT_SETTINGS, JOB_KINDS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
 )

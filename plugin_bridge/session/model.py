@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from plugin_bridge.document import DocumentFormat
 from plugin_bridge.engine.chunker import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.fileio import atomic_write_text as write_text_atomically
 from plugin_bridge.session import shape
-from plugin_bridge.session.document import DocumentFormat
 from plugin_bridge.session.shape import shaped
 
 __all__ = [

@@ -18,17 +18,17 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from plugin_bridge.document import DocumentFormat
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.fileio import check_writable_output
-from plugin_bridge.paths import data_dir
+from plugin_bridge.paths import user_presets_dir
 from plugin_bridge.plugins import validate_chain
 from plugin_bridge.session import shape
-from plugin_bridge.session.document import DocumentFormat
 from plugin_bridge.session.model import QuerySpec, SessionError
 
 __all__ = ["PRESET_SCHEMA_VERSION", "PRESET_SCHEMA", "PresetError", "PresetQuery", "Preset", "PresetEntry",
            "PresetStore", "NAME_TOKENS", "check_name_template", "engine_format", "MIGRATIONS", "PRESET_DOCUMENT",
-           "factory_dir", "user_presets_dir", "load_preset_file"]
+           "factory_dir", "load_preset_file"]
 
 PRESET_SCHEMA_VERSION = 1
 NAME_TOKENS = ("session", "track", "region", "label", "query", "index", "token", "preset")
@@ -44,10 +44,6 @@ def factory_dir() -> str:
     from plugin_bridge.presets import factory_dir as fd
 
     return fd()
-
-
-def user_presets_dir() -> str:
-    return os.path.join(data_dir(), "presets")
 
 
 def check_name_template(template: Any, fld: str = "output.name_template") -> str:

@@ -22,9 +22,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save as safetensors_bytes
 
+from plugin_bridge.document import DocumentFormat
 from plugin_bridge.errors import ConfigError
-from plugin_bridge.session.document import DocumentFormat
+from plugin_bridge.fileio import atomic_write_bytes
+from plugin_bridge.paths import user_presets_dir
 
 __all__ = ["LearnedQuery", "LearnedStore", "LearnedQueryError", "LEARNED_VERSION", "learned_dir", "model_hash",
            "MARK", "is_named_query", "named_query_name"]
@@ -48,8 +52,6 @@ LEARNED_DOCUMENT = DocumentFormat("learned-query", LEARNED_VERSION, LearnedQuery
 
 
 def learned_dir() -> str:
-    from plugin_bridge.session.presets import user_presets_dir
-
     return os.path.join(user_presets_dir(), "learned")
 
 
@@ -65,6 +67,8 @@ def model_hash(model) -> str:
     """sha256 (16 hex) of the separator's weights and config; cached on the loaded model."""
     h = getattr(model, "_weights_hash", None)
     if h is None:
+        # the model is a loaded torch model, so this costs nothing here; at module top it would add torch's
+        # ~4 s import to everything that only reads the store (the GUI query panel, `plugin-bridge learned`)
         import torch
 
         d = hashlib.sha256(model.cfg.to_json().encode())
@@ -127,8 +131,6 @@ class LearnedQuery:
 
 
 def read_learned(path: str) -> LearnedQuery:
-    from safetensors import safe_open
-
     where = os.path.basename(path)
     try:
         with safe_open(path, framework="np") as f:
@@ -209,10 +211,6 @@ class LearnedStore:
                                    "plugin-bridge learn NAME CLIPS/)"))
 
     def save(self, q: LearnedQuery, overwrite: bool = False) -> str:
-        from safetensors.numpy import save
-
-        from plugin_bridge.fileio import atomic_write_bytes
-
         q.name = " ".join(q.name.strip().lstrip("@").split())
         if not q.name:
             raise LearnedQueryError("a learned query needs a name")
@@ -233,7 +231,7 @@ class LearnedStore:
         q.created = q.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta = q._meta()
         meta["checksum"] = LearnedQuery._checksum(meta, vec)
-        atomic_write_bytes(path, save({"query": vec}, metadata=meta), ".safetensors")
+        atomic_write_bytes(path, safetensors_bytes({"query": vec}, metadata=meta), ".safetensors")
         q.path = path
         return path
 
