@@ -165,15 +165,15 @@ def test_a_compatibility_name_is_refused_except_to_its_listed_importers(monkeypa
     mods = _tree()
     old = "plugin_bridge.engine.oldname"
     mods[old] = ("from plugin_bridge.audio_io import read_all\n", False)
-    mods["plugin_bridge.gui.fake"] = ("from plugin_bridge.engine.oldname import read_all\n", False)
-    mods["plugin_bridge.gui.allowed"] = ("from plugin_bridge.engine import oldname\n", False)
-    monkeypatch.setitem(COMPAT, old, {"plugin_bridge.gui.allowed"})
+    mods["plugin_bridge.session.fake"] = ("from plugin_bridge.engine.oldname import read_all\n", False)
+    mods["plugin_bridge.session.allowed"] = ("from plugin_bridge.engine import oldname\n", False)
+    monkeypatch.setitem(COMPAT, old, {"plugin_bridge.session.allowed"})
     monkeypatch.setitem(COMPAT_TARGET, old, "plugin_bridge.audio_io")
     bad, _ = check(mods, set(mods))
-    assert [b for b in bad if b.startswith("plugin_bridge.gui.fake")] == [
-        "plugin_bridge.gui.fake:1 imports plugin_bridge.engine.oldname: a compatibility name; "
+    assert [b for b in bad if b.startswith("plugin_bridge.session.fake")] == [
+        "plugin_bridge.session.fake:1 imports plugin_bridge.engine.oldname: a compatibility name; "
         "import plugin_bridge.audio_io"]
-    assert not [b for b in bad if b.startswith("plugin_bridge.gui.allowed")]
+    assert not [b for b in bad if b.startswith("plugin_bridge.session.allowed")]
 
 
 def test_a_clean_synthetic_module_passes():
