@@ -5,6 +5,7 @@ SIGTERM/SIGHUP stop a job between chunks with no partial file and the job record
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -230,7 +231,7 @@ def test_a_signal_during_session_run_records_the_job_as_cancelled(tmp_path, monk
     from plugin_bridge.testing import fast_model
 
     monkeypatch.setattr(registry, "load_model", lambda *a, **k: fast_model())
-    monkeypatch.setattr(jobs, "_SEP_CACHE", {})
+    monkeypatch.setattr(jobs, "model_separator", functools.lru_cache(maxsize=4)(jobs.model_separator.__wrapped__))
     calls = []
     orig = Separator.process_segment
 
