@@ -1,9 +1,13 @@
-"""Side panels: regions list, stems list (drag source), query panel (queries + presets + Run), jobs."""
+"""Side panels: stems list (drag source), query panel (queries + presets + Run), jobs.
+
+The panels know no window: they show what they are given (``StemList.fill``, ``QueryPanel.set_region``,
+``JobPanel.update_job``, ...) and report what the user asks for through their signals, which the window
+connects to its edits."""
 from __future__ import annotations
 
 import os
 
-from PyQt6.QtCore import QMimeData, Qt, pyqtSignal
+from PyQt6.QtCore import QPoint, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QDrag, QIcon, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView, QColorDialog, QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
@@ -11,7 +15,7 @@ from PyQt6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from plugin_bridge.gui.timeline import fmt_time, mime_for_files
+from plugin_bridge.gui.timeline import fmt_time, mime_for_files, stem_complete, stem_file
 
 NAMED_MARK = "◆"  # = plugin_bridge.learned.MARK (kept here so the panel imports no engine code)
 QUERY_COLOURS = ["#4aa3ff", "#ffb84a", "#8fd18f", "#b26bff", "#ff6b6b", "#4ad0c8", "#ff8fd1", "#c9c95b"]
@@ -24,26 +28,29 @@ def swatch(colour: str, size: int = 12) -> QIcon:
 
 
 class StemList(QListWidget):
-    """One row per stem/residual track; rows drag out as files (only complete ones)."""
+    """One row per stem/residual track of the session given to ``fill``; rows drag out as files (only
+    complete ones)."""
 
-    def __init__(self, window, parent=None):
+    contextMenuRequested = pyqtSignal(str, QPoint)   # track id, global position
+
+    def __init__(self, parent=None):
         super().__init__(parent)
-        self.win = window
+        self.session = None
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
-        self.last_drag_mime: QMimeData | None = None
 
     def fill(self, session):
+        self.session = session
         self.clear()
         if session is None:
             return
         for t in session.tracks:
             if t.kind == "source":
                 continue
-            ok = self.win.stem_complete(t.id)
+            ok = stem_complete(session, t.id)
             it = QListWidgetItem(swatch("#9aa0a8" if t.kind == "residual" else (t.colour or "#9aa0a8")), f"{t.name}\n{os.path.basename(t.path)}")
             it.setData(Qt.ItemDataRole.UserRole, t.id)
             it.setToolTip(t.path)
@@ -57,10 +64,8 @@ class StemList(QListWidget):
         return ["text/uri-list"]
 
     def mimeData(self, items):
-        paths = [p for p in (self.win.stem_file(it.data(Qt.ItemDataRole.UserRole)) for it in items) if p]
-        md = mime_for_files(paths)
-        self.last_drag_mime = md
-        return md
+        paths = [p for p in (stem_file(self.session, it.data(Qt.ItemDataRole.UserRole)) for it in items) if p]
+        return mime_for_files(paths)
 
     def startDrag(self, actions):
         items = [it for it in self.selectedItems() if it.flags() & Qt.ItemFlag.ItemIsDragEnabled]
@@ -74,7 +79,7 @@ class StemList(QListWidget):
     def _menu(self, pos):
         it = self.itemAt(pos)
         if it is not None:
-            self.win.lane_context_menu(it.data(Qt.ItemDataRole.UserRole), self.mapToGlobal(pos))
+            self.contextMenuRequested.emit(it.data(Qt.ItemDataRole.UserRole), self.mapToGlobal(pos))
 
 
 class QueryRow(QFrame):
@@ -154,11 +159,19 @@ class QueryRow(QFrame):
 
 
 class QueryPanel(QGroupBox):
-    """Queries of the selected region, preset picker and Run."""
+    """Queries of the region given to ``set_region``, preset picker and Run.  Edits leave as signals
+    (the region's id first); the panel changes no session itself."""
 
-    def __init__(self, window, parent=None):
+    queriesChanged = pyqtSignal(str, list)           # region id, [QuerySpec] (the non-empty rows)
+    renameRequested = pyqtSignal(str, str)           # region id, name
+    rangeChanged = pyqtSignal(str, int, int)         # region id, start, end (session frames)
+    presetRequested = pyqtSignal(str, str)           # region id, preset name ("Apply")
+    savePresetRequested = pyqtSignal()               # "Save…": these queries as a user preset
+    teachRequested = pyqtSignal()                    # "Teach…"
+    runRequested = pyqtSignal()                      # "Run"
+
+    def __init__(self, parent=None):
         super().__init__("Region", parent)
-        self.win = window
         self.region_id: str | None = None
         self.rows: list[QueryRow] = []
         lay = QVBoxLayout(self)
@@ -191,7 +204,7 @@ class QueryPanel(QGroupBox):
         self.apply_preset.clicked.connect(self._apply_preset)
         self.save_preset = QPushButton("Save…")
         self.save_preset.setToolTip("Save these queries as a user preset")
-        self.save_preset.clicked.connect(self.win.save_preset_dialog)
+        self.save_preset.clicked.connect(self.savePresetRequested)
         self.preset.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         for b in (self.apply_preset, self.save_preset):
             b.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
@@ -210,7 +223,7 @@ class QueryPanel(QGroupBox):
         self.add_learned.clicked.connect(self._add_learned)
         self.teach_btn = QPushButton("Teach…")
         self.teach_btn.setToolTip("Teach a sound from a few clips")
-        self.teach_btn.clicked.connect(self.win.teach_dialog)
+        self.teach_btn.clicked.connect(self.teachRequested)
         for b in (self.add_learned, self.teach_btn):
             b.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
             b.setMaximumWidth(b.fontMetrics().horizontalAdvance(b.text()) + 28)
@@ -235,7 +248,7 @@ class QueryPanel(QGroupBox):
         self.run_btn = QPushButton("Run  ▶")
         self.run_btn.setObjectName("runButton")
         self.run_btn.setToolTip("Render one stem per query, plus the residual, under the source track")
-        self.run_btn.clicked.connect(self.win.run_current)
+        self.run_btn.clicked.connect(self.runRequested)
         bottom.addWidget(self.run_btn)
         lay.addLayout(bottom)
         self.hint = QLabel("Drag across a track to select a region.")
@@ -339,32 +352,34 @@ class QueryPanel(QGroupBox):
         return [s for s in (r.spec() for r in self.rows) if s is not None]
 
     def commit(self):
-        """Write the non-empty rows into the region (one undo step when they differ)."""
+        """Send the non-empty rows as the region's queries (``queriesChanged``)."""
         if self._loading or self.region_id is None:
             return
-        self.win.set_region_queries(self.region_id, self.specs())
+        self.queriesChanged.emit(self.region_id, self.specs())
 
     def _rename(self):
         if not self._loading and self.region_id:
-            self.win.rename_region(self.region_id, self.name.text())
+            self.renameRequested.emit(self.region_id, self.name.text())
 
     def _range_changed(self):
         if self._loading or not self.region_id:
             return
         a = int(round(self.start.value() * self._rate))
         b = int(round(self.end.value() * self._rate))
-        self.win.resize_region(self.region_id, a, b)
+        self.rangeChanged.emit(self.region_id, a, b)
 
     def _apply_preset(self):
         name = self.preset.currentData()
         if name and self.region_id:
-            self.win.apply_preset(self.region_id, name)
+            self.presetRequested.emit(self.region_id, name)
 
 
 class JobRow(QFrame):
-    def __init__(self, window, job, title: str, parent=None):
+    cancelRequested = pyqtSignal(str)   # job id
+    retryRequested = pyqtSignal(str)
+
+    def __init__(self, job, title: str, parent=None):
         super().__init__(parent)
-        self.win = window
         self.job_id = job.id
         self.setObjectName("jobRow")
         lay = QVBoxLayout(self)
@@ -376,9 +391,9 @@ class JobRow(QFrame):
         self.title.setWordWrap(True)
         top.addWidget(self.title, 1)
         self.cancel = QPushButton("Cancel")
-        self.cancel.clicked.connect(lambda: self.win.cancel_job(self.job_id))
+        self.cancel.clicked.connect(lambda: self.cancelRequested.emit(self.job_id))
         self.retry = QPushButton("Retry")
-        self.retry.clicked.connect(lambda: self.win.retry_job(self.job_id))
+        self.retry.clicked.connect(lambda: self.retryRequested.emit(self.job_id))
         top.addWidget(self.cancel)
         top.addWidget(self.retry)
         lay.addLayout(top)
@@ -418,9 +433,13 @@ class JobRow(QFrame):
 
 
 class JobPanel(QGroupBox):
-    def __init__(self, window, parent=None):
+    """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals."""
+
+    cancelRequested = pyqtSignal(str)   # job id
+    retryRequested = pyqtSignal(str)
+
+    def __init__(self, parent=None):
         super().__init__("Jobs", parent)
-        self.win = window
         self.rows: dict[str, JobRow] = {}
         outer = QVBoxLayout(self)
         self.box = QVBoxLayout()
@@ -447,7 +466,9 @@ class JobPanel(QGroupBox):
     def update_job(self, job, title: str, eta=None, stage=None):
         row = self.rows.get(job.id)
         if row is None:
-            row = JobRow(self.win, job, title)
+            row = JobRow(job, title)
+            row.cancelRequested.connect(self.cancelRequested)
+            row.retryRequested.connect(self.retryRequested)
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
             self.empty.setVisible(False)

@@ -7,6 +7,11 @@ Mouse and keys (what an editor expects):
   drag inside a region: move it (same length, one undo step); drag a region's edge (within 5 px):
   trim it; the pointer shows which (open hand / horizontal arrows);
   drag a stem/residual lane (or its header grip): drag the finished file out to a DAW or file manager.
+
+The widgets know no window: ``TimelineWidget`` is given the shared ``TimeAxis``, the ``OverviewCache``
+and, through setters, the session, the audible lanes and the selected region; what the user does leaves
+as its signals (``regionDrawn``, ``regionMoved``, ``muteToggled``, ``dragRequested``, ...), which the
+window turns into edits.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from PyQt6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from plugin_bridge.gui.waveform import BLOCK0, read_samples, sample_envelope
+from plugin_bridge.errors import PluginBridgeError
+from plugin_bridge.gui.waveform import BLOCK0, OverviewCache, read_samples, sample_envelope
 
 HEADER_W = 210
 SOURCE_H = 88
@@ -48,6 +54,24 @@ def fmt_time(seconds: float, precise: bool = True) -> str:
     if precise:
         return f"{sign}{int(h):02d}:{int(m):02d}:{sec:06.3f}" if h else f"{sign}{int(m):02d}:{sec:06.3f}"
     return f"{sign}{int(h)}:{int(m):02d}:{int(sec):02d}" if h else f"{sign}{int(m)}:{int(sec):02d}"
+
+
+def stem_complete(session, track_id: str) -> bool:
+    """True when the lane's file can be used: the track exists, its render (if it has a stem record)
+    finished, and the file is on disk."""
+    if session is None:
+        return False
+    try:
+        t = session.track(track_id)
+    except PluginBridgeError:
+        return False
+    st = next((st for st in session.stems if st.track_id == track_id), None)
+    return (st is None or st.complete) and os.path.isfile(t.path)
+
+
+def stem_file(session, track_id: str) -> str | None:
+    """The lane's file when ``stem_complete``, else None."""
+    return session.track(track_id).path if stem_complete(session, track_id) else None
 
 
 def mime_for_files(paths: list[str]) -> QMimeData:
@@ -227,17 +251,27 @@ def _wheel(axis: TimeAxis, ev, force_zoom: bool = False) -> bool:
 
 
 class LaneView(QWidget):
-    """Waveform of one track, with its regions, the selection being dragged, loop and playhead."""
+    """Waveform of one track, with its regions, the selection being dragged, loop and playhead.
+
+    It shows ``session`` (read only), ``audible`` (drawn dimmed when False) and ``current_region``
+    (highlighted); edits leave as signals."""
 
     regionDrawn = pyqtSignal(str, int, int)   # track id, start, end (session frames)
     regionClicked = pyqtSignal(str)           # region id
+    regionMoved = pyqtSignal(str, int)        # region id, new start (a drag inside the region)
+    regionResized = pyqtSignal(str, int, int)  # region id, start, end (a drag of one of its edges)
     seekRequested = pyqtSignal(int)
+    contextMenuRequested = pyqtSignal(str, QPoint)   # track id, global position
+    dragRequested = pyqtSignal(str, object)          # track id, the widget the drag starts from
 
-    def __init__(self, window, track, parent=None):
+    def __init__(self, axis: TimeAxis, overviews: OverviewCache, track, session=None, parent=None):
         super().__init__(parent)
-        self.win = window
         self.track = track
-        self.axis: TimeAxis = window.axis
+        self.axis = axis
+        self.overviews = overviews
+        self.session = session
+        self.audible = True
+        self.current_region: str | None = None
         # a click on the timeline takes the keyboard focus from a query field, so Space plays again
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -251,8 +285,6 @@ class LaneView(QWidget):
         self._preview: tuple[str, int, int] | None = None
         self.setMouseTracking(True)  # hover cursor over regions and their edges
         self._samples_cache: tuple | None = None
-        self.last_drag_mime: QMimeData | None = None
-        self.last_drag_result = None
         self.axis.changed.connect(self.update)
         self.axis.playheadMoved.connect(self._playhead_moved)
         self._last_ph_x = None
@@ -280,8 +312,8 @@ class LaneView(QWidget):
         r = self.rect()
         w, h = r.width(), r.height()
         t = self.track
-        s = self.win.session
-        muted = not self.win.audible(t.id)
+        s = self.session
+        muted = not self.audible
         p.fillRect(r, LANE_BG if t.kind == "source" else LANE_BG_ALT)
         ax = self.axis
         # grid lines at ruler ticks
@@ -300,7 +332,7 @@ class LaneView(QWidget):
             p.fillRect(QRectF(a, 0, b - a, h), LOOP)
         # regions on this track
         if s is not None:
-            sel_region = self.win.current_region_id
+            sel_region = self.current_region
             for reg in s.regions_on(t.id):
                 start, end = reg.start, reg.end
                 if self._preview and self._preview[0] == reg.id:
@@ -334,7 +366,7 @@ class LaneView(QWidget):
             p.setPen(QPen(QColor("#ffffff"), 1, Qt.PenStyle.DashLine))
             p.drawRect(QRectF(a, 0.5, b - a, h - 1))
         # incomplete stem
-        if self.is_stem and not self.win.stem_complete(t.id):
+        if self.is_stem and not stem_complete(s, t.id):
             p.setPen(QPen(DIM))
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, "rendering...")
         # playhead
@@ -351,7 +383,7 @@ class LaneView(QWidget):
         covers >= BLOCK0/2 frames; below that, a min/max envelope computed from the samples
         themselves; at <= 2 frames per pixel, a line through the samples (with dots when very close)."""
         t = self.track
-        s = self.win.session
+        s = self.session
         ax = self.axis
         mid = h / 2
         amp = (h / 2 - 3)
@@ -396,9 +428,9 @@ class LaneView(QWidget):
                 for i in np.nonzero(valid)[0]:
                     p.drawEllipse(QPointF(float(xs[i]), float(ys[i])), 2, 2)
             return
-        ov = self.win.overview(t.path)
+        ov = self.overviews.get(t.path)
         if ov is None:
-            prog = self.win.overviews.progress(t.path)
+            prog = self.overviews.progress(t.path)
             p.setPen(QPen(DIM))
             msg = "reading audio..." if prog is None else f"reading audio... {int(prog * 100)} %"
             if not os.path.exists(t.path):
@@ -440,7 +472,7 @@ class LaneView(QWidget):
     def region_hit(self, x: float) -> tuple[str, str, int, int] | None:
         """What a press at pixel ``x`` would grab: ("start"|"end", id, start, end) within EDGE_PX of an
         edge (the nearest edge wins), ("move", ...) inside a region, else None.  Source lanes only."""
-        s = self.win.session
+        s = self.session
         if s is None or self.is_stem:
             return None
         best = None
@@ -515,9 +547,9 @@ class LaneView(QWidget):
             self._hover_cursor(ev.position().x())
             if preview is not None and (preview[1], preview[2]) != (grab[2], grab[3]):
                 if grab[0] == "move":
-                    self.win.move_region(grab[1], preview[1])
+                    self.regionMoved.emit(grab[1], preview[1])
                 else:
-                    self.win.resize_region(grab[1], preview[1], preview[2], merge=False)
+                    self.regionResized.emit(grab[1], preview[1], preview[2])
                 self.regionClicked.emit(grab[1])
             self.update()
             return
@@ -531,7 +563,7 @@ class LaneView(QWidget):
             return
         if not self._dragging:
             # click inside a region selects it; anywhere moves the playhead
-            s = self.win.session
+            s = self.session
             if s is not None:
                 for reg in s.regions_on(self.track.id):
                     if reg.start <= press_frame < reg.end:
@@ -543,18 +575,24 @@ class LaneView(QWidget):
         _wheel(self.axis, ev)
 
     def contextMenuEvent(self, ev):
-        self.win.lane_context_menu(self.track.id, ev.globalPos())
+        self.contextMenuRequested.emit(self.track.id, ev.globalPos())
 
     # -- drag out ---------------------------------------------------------------------------------
     def start_drag(self):
-        """Start a real QDrag carrying the stem file's URL (only when the file is complete)."""
-        return self.win.drag_tracks([self.track.id], self)
+        """Ask for a real QDrag carrying the stem file's URL (the window starts it when the file is complete)."""
+        self.dragRequested.emit(self.track.id, self)
 
 
 class LaneHeader(QFrame):
-    def __init__(self, window, track, parent=None):
+    """Name, kind and format of a lane, its mute / solo buttons and (stems) the drag grip and menu."""
+
+    muteToggled = pyqtSignal(str, bool)              # track id, on
+    soloToggled = pyqtSignal(str, bool)
+    contextMenuRequested = pyqtSignal(str, QPoint)   # track id, global position
+    dragRequested = pyqtSignal(str, object)          # track id, the widget the drag starts from
+
+    def __init__(self, track, session=None, parent=None):
         super().__init__(parent)
-        self.win = window
         self.track = track
         self.setFixedWidth(HEADER_W)
         self.setObjectName("laneHeader")
@@ -570,12 +608,12 @@ class LaneHeader(QFrame):
         self.name.setToolTip(f"{track.name}\n{track.path}")
         fm = QFontMetrics(self.name.font())
         shown = track.name
-        if track.parent_id and window.session is not None:
+        if track.parent_id and session is not None:
             try:
-                pname = window.session.track(track.parent_id).name
+                pname = session.track(track.parent_id).name
                 if shown.startswith(pname + " - "):
                     shown = "↳ " + shown[len(pname) + 3:]
-            except Exception:  # noqa: BLE001
+            except PluginBridgeError:
                 pass
         self.name.setText(fm.elidedText(shown, Qt.TextElideMode.ElideRight, HEADER_W - 90 - (14 if indent else 0)))
         top.addWidget(self.name, 1)
@@ -592,12 +630,12 @@ class LaneHeader(QFrame):
         for b in (self.mute, self.solo):
             b.setFixedSize(24, 22)
             top.addWidget(b)
-        self.mute.clicked.connect(lambda on: self.win.set_mute(self.track.id, on))
-        self.solo.clicked.connect(lambda on: self.win.set_solo(self.track.id, on))
+        self.mute.clicked.connect(lambda on: self.muteToggled.emit(self.track.id, on))
+        self.solo.clicked.connect(lambda on: self.soloToggled.emit(self.track.id, on))
         lay.addLayout(top)
         info = QHBoxLayout()
         kind = {"source": "", "stem": "stem", "residual": "residual"}[track.kind]
-        s = window.session
+        s = session
         details = []
         if track.channels:
             details.append({1: "mono", 2: "stereo"}.get(track.channels, f"{track.channels} ch")
@@ -614,11 +652,11 @@ class LaneHeader(QFrame):
             self.grip.setToolTip("Drag the stem file into your DAW or a folder")
             self.grip.setObjectName("dragGrip")
             self.grip.setCursor(Qt.CursorShape.OpenHandCursor)
-            self.grip.pressed.connect(lambda: self.win.drag_tracks([self.track.id], self.grip))
+            self.grip.pressed.connect(lambda: self.dragRequested.emit(self.track.id, self.grip))
             info.addWidget(self.grip)
             self.menu_btn = QToolButton(text="⋯")
             self.menu_btn.setToolTip("Reveal, copy path, plugin chain...")
-            self.menu_btn.clicked.connect(lambda: self.win.lane_context_menu(
+            self.menu_btn.clicked.connect(lambda: self.contextMenuRequested.emit(
                 self.track.id, self.menu_btn.mapToGlobal(QPoint(0, self.menu_btn.height()))))
             info.addWidget(self.menu_btn)
         lay.addLayout(info)
@@ -628,7 +666,7 @@ class LaneHeader(QFrame):
                            f"margin-left: {0 if track.kind == 'source' else 14}px; }}")
 
     def contextMenuEvent(self, ev):
-        self.win.lane_context_menu(self.track.id, ev.globalPos())
+        self.contextMenuRequested.emit(self.track.id, ev.globalPos())
 
     def mousePressEvent(self, ev):
         if ev.button() == Qt.MouseButton.LeftButton:
@@ -638,30 +676,44 @@ class LaneHeader(QFrame):
         if (self._press is not None and self.track.kind != "source"
                 and (ev.position().toPoint() - self._press).manhattanLength() >= QApplication.startDragDistance()):
             self._press = None
-            self.win.drag_tracks([self.track.id], self)
+            self.dragRequested.emit(self.track.id, self)
 
 
 class LaneRow(QWidget):
-    def __init__(self, window, track, parent=None):
+    def __init__(self, axis: TimeAxis, overviews: OverviewCache, track, session=None, parent=None):
         super().__init__(parent)
         self.track = track
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        self.header = LaneHeader(window, track)
-        self.view = LaneView(window, track)
+        self.header = LaneHeader(track, session)
+        self.view = LaneView(axis, overviews, track, session)
         lay.addWidget(self.header)
         lay.addWidget(self.view, 1)
         self.setFixedHeight(SOURCE_H if track.kind == "source" else STEM_H)
 
 
 class TimelineWidget(QWidget):
-    """Ruler + scrollable lane rows + horizontal scroll bar."""
+    """Ruler + scrollable lane rows + horizontal scroll bar.
 
-    def __init__(self, window, parent=None):
+    Shows what it is given (``set_session``, ``rebuild``, ``set_audible``, ``set_current_region``); its
+    signals carry every lane's (and the ruler's) requests, so a user of the widget connects them once."""
+
+    regionDrawn = pyqtSignal(str, int, int)          # track id, start, end (session frames)
+    regionClicked = pyqtSignal(str)                  # region id
+    regionMoved = pyqtSignal(str, int)               # region id, new start
+    regionResized = pyqtSignal(str, int, int)        # region id, start, end
+    seekRequested = pyqtSignal(int)                  # session frame (a click on a lane or the ruler)
+    muteToggled = pyqtSignal(str, bool)              # track id, on
+    soloToggled = pyqtSignal(str, bool)
+    contextMenuRequested = pyqtSignal(str, QPoint)   # track id, global position
+    dragRequested = pyqtSignal(str, object)          # track id, the widget the drag starts from
+
+    def __init__(self, axis: TimeAxis, overviews: OverviewCache, parent=None):
         super().__init__(parent)
-        self.win = window
-        self.axis: TimeAxis = window.axis
+        self.axis = axis
+        self.overviews = overviews
+        self.session = None
         self.rows: dict[str, LaneRow] = {}
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -672,6 +724,7 @@ class TimelineWidget(QWidget):
         self.corner.setFixedSize(HEADER_W, RULER_H)
         self.corner.setObjectName("rulerCorner")
         self.ruler = Ruler(self.axis)
+        self.ruler.seekRequested.connect(self.seekRequested)
         top.addWidget(self.corner)
         top.addWidget(self.ruler, 1)
         lay.addLayout(top)
@@ -726,6 +779,30 @@ class TimelineWidget(QWidget):
         self.axis.clamp()
         self._sync_bar()
 
+    def set_session(self, session) -> None:
+        """The session the lanes read (regions, sample rates, stem records); ``rebuild`` makes the rows."""
+        if session is self.session:
+            return
+        self.session = session
+        for row in self.rows.values():
+            row.view.session = session
+            row.view.update()
+
+    def set_audible(self, track_ids) -> None:
+        """The lanes that sound (the others are drawn dimmed)."""
+        for tid, row in self.rows.items():
+            on = tid in track_ids
+            if row.view.audible != on:
+                row.view.audible = on
+                row.view.update()
+
+    def set_current_region(self, region_id: str | None) -> None:
+        """The region drawn as selected."""
+        for row in self.rows.values():
+            if row.view.current_region != region_id:
+                row.view.current_region = region_id
+                row.view.update()
+
     def rebuild(self, tracks):
         """Re-create the rows (tracks, in order).  Cheap: widgets only; waveforms come from the cache."""
         for row in self.rows.values():
@@ -734,10 +811,12 @@ class TimelineWidget(QWidget):
         self.rows = {}
         self.placeholder.setVisible(not tracks)
         for i, t in enumerate(tracks):
-            row = LaneRow(self.win, t)
-            row.view.regionDrawn.connect(self.win.on_region_drawn)
-            row.view.regionClicked.connect(self.win.select_region)
-            row.view.seekRequested.connect(self.win.seek)
+            row = LaneRow(self.axis, self.overviews, t, self.session)
+            for sig in ("regionDrawn", "regionClicked", "regionMoved", "regionResized", "seekRequested",
+                        "contextMenuRequested", "dragRequested"):
+                getattr(row.view, sig).connect(getattr(self, sig))
+            for sig in ("muteToggled", "soloToggled", "contextMenuRequested", "dragRequested"):
+                getattr(row.header, sig).connect(getattr(self, sig))
             self.vbox.insertWidget(i, row)
             self.rows[t.id] = row
         self.axis.view_px = max(self.ruler.width(), 100)

@@ -9,7 +9,7 @@ from PyQt6.QtCore import Qt, QUrl
 from PyQt6.QtGui import QDesktopServices, QDrag
 from PyQt6.QtWidgets import QApplication, QMenu
 
-from plugin_bridge.gui.timeline import mime_for_files
+from plugin_bridge.gui.timeline import mime_for_files, stem_complete, stem_file
 
 
 class Lanes:
@@ -19,33 +19,9 @@ class Lanes:
     def set_solo(self, track_id: str, on: bool):
         self._edit(lambda: self.history.set_solo(track_id, bool(on)))
 
-    def _stem_record(self, track_id: str):
-        s = self.session
-        if s is None:
-            return None
-        for st in s.stems:
-            if st.track_id == track_id:
-                return st
-        return None
-
-    def stem_complete(self, track_id: str) -> bool:
-        try:
-            t = self.session.track(track_id)
-        except Exception:  # noqa: BLE001
-            return False
-        st = self._stem_record(track_id)
-        return (st is None or st.complete) and os.path.isfile(t.path)
-
-    def stem_file(self, track_id: str) -> str | None:
-        try:
-            t = self.session.track(track_id)
-        except Exception:  # noqa: BLE001
-            return None
-        return t.path if self.stem_complete(track_id) else None
-
     def drag_tracks(self, track_ids: list[str], source_widget) -> object:
         """Start a QDrag with the files of complete stems as URLs.  Returns the drop action."""
-        paths = [p for p in (self.stem_file(i) for i in track_ids) if p]
+        paths = [p for p in (stem_file(self.session, i) for i in track_ids) if p]
         if not paths:
             self.statusBar().showMessage("This stem is not rendered yet.", 4000)
             return None
@@ -65,7 +41,7 @@ class Lanes:
             return
         m = QMenu(self)
         if t.kind != "source":
-            ok = self.stem_complete(track_id)
+            ok = stem_complete(self.session, track_id)
             a = m.addAction("Reveal in folder", lambda: self.reveal(t.path))
             a.setEnabled(ok)
             a = m.addAction("Copy path", lambda: self.copy_paths([t.path]))

@@ -20,6 +20,10 @@ class Transport:
 
         return compute_gains(self._lane_specs(), self._monitor()).get(track_id, 0.0) > 0
 
+    def _show_audible(self):
+        """The timeline draws the lanes that do not sound dimmed."""
+        self.timeline.set_audible({t.id for t in self.session.tracks if self.audible(t.id)} if self.session else set())
+
     def _monitor(self) -> str:
         for m, b in self.monitor_buttons.items():
             if b.isChecked():
@@ -109,8 +113,7 @@ class Transport:
         self.monitor_buttons[mode].setChecked(True)
         if self.player is not None:
             self.player.set_monitor(mode)
-        for row in self.timeline.rows.values():
-            row.view.update()
+        self._show_audible()
         self.statusBar().showMessage(f"Listening to: {mode}", 2000)
 
     def _tick(self):

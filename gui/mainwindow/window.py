@@ -146,7 +146,17 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
             b.clicked.connect(fn)
             tb.addWidget(b)
 
-        self.timeline = TimelineWidget(self)
+        self.timeline = TimelineWidget(self.axis, self.overviews)
+        tl = self.timeline
+        tl.regionDrawn.connect(self.on_region_drawn)
+        tl.regionClicked.connect(self.select_region)
+        tl.regionMoved.connect(self.move_region)
+        tl.regionResized.connect(lambda rid, a, b: self.resize_region(rid, a, b, merge=False))  # a step of its own
+        tl.seekRequested.connect(self.seek)
+        tl.muteToggled.connect(self.set_mute)
+        tl.soloToggled.connect(self.set_solo)
+        tl.contextMenuRequested.connect(self.lane_context_menu)
+        tl.dragRequested.connect(lambda tid, source: self.drag_tracks([tid], source))
         right = QWidget()
         right.setMinimumWidth(360)
         rl = QVBoxLayout(right)
@@ -156,14 +166,24 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.region_list.currentItemChanged.connect(self._region_item_changed)
         self.region_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.region_list.customContextMenuRequested.connect(self._region_menu)
-        self.stem_list = StemList(self)
+        self.stem_list = StemList()
+        self.stem_list.contextMenuRequested.connect(self.lane_context_menu)
         self.tabs.addTab(self.region_list, "Regions")
         self.tabs.addTab(self.stem_list, "Stems")
         self.tabs.setMaximumHeight(170)
         rl.addWidget(self.tabs)
-        self.query_panel = QueryPanel(self)
-        rl.addWidget(self.query_panel, 3)
-        self.job_panel = JobPanel(self)
+        qp = self.query_panel = QueryPanel()
+        qp.queriesChanged.connect(self.set_region_queries)
+        qp.renameRequested.connect(self.rename_region)
+        qp.rangeChanged.connect(self.resize_region)   # spin-box edits merge into one undo step
+        qp.presetRequested.connect(self.apply_preset)
+        qp.savePresetRequested.connect(self.save_preset_dialog)
+        qp.teachRequested.connect(self.teach_dialog)
+        qp.runRequested.connect(self.run_current)
+        rl.addWidget(qp, 3)
+        self.job_panel = JobPanel()
+        self.job_panel.cancelRequested.connect(self.cancel_job)
+        self.job_panel.retryRequested.connect(self.retry_job)
         rl.addWidget(self.job_panel, 2)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.timeline)
@@ -298,6 +318,7 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         tracks = list(s.tracks) if s else []
         sig = tuple((t.id, t.name, t.kind, t.colour, t.path, t.offset, t.sample_rate, t.channels) for t in tracks)
         mix_sig = tuple((t.id, t.path, t.offset, t.gain_db, t.mute, t.solo, t.kind) for t in tracks)
+        self.timeline.set_session(s)
         if sig != self._lane_sig:
             self._lane_sig = sig
             self.timeline.rebuild(tracks)
@@ -317,10 +338,12 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
                     row.track = row.header.track = row.view.track = t
                     row.header.mute.setChecked(t.mute)
                     row.header.solo.setChecked(t.solo)
+        self._show_audible()
         for row in self.timeline.rows.values():
             row.view.update()
         if s and self.current_region_id and not any(r.id == self.current_region_id for r in s.regions):
             self.current_region_id = None
+        self.timeline.set_current_region(self.current_region_id)
         self._fill_region_list()
         region = self._current_region()
         if region is None or self.query_panel.region_id != region.id or self._panel_stale(region):
