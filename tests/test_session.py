@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pedalboard.io import AudioFile
 
-from plugin_bridge.errors import ConfigError
+from plugin_bridge.errors import ConfigError, PluginBridgeError
 from plugin_bridge.session.history import Autosaver, Change, History, find_recoverable, recover
 from plugin_bridge.session.model import (
     SCHEMA_VERSION, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track,
@@ -314,6 +314,30 @@ def test_undo_redo_every_edit_kind(tmp_path):
         assert s.to_dict() == after, name
         assert events[-1].action == "redo" and events[-1].kind == events[0].kind
         assert h.dirty
+
+
+def test_add_render_refuses_a_track_or_stem_id_the_session_already_has_and_changes_nothing(tmp_path):
+    s = make_session(tmp_path)
+    h = History(s)
+    events = []
+    h.subscribe(events.append)
+    before = s.to_dict()
+    old = s.tracks[2]                                   # an existing stem track
+    fresh = Track(name="dialogue - Room", path=old.path, kind="stem", parent_id=s.tracks[0].id, offset=5)
+    again = Track(name="dialogue - again", path=old.path, kind="stem", parent_id=s.tracks[0].id, offset=5)
+    again.id = old.id
+    stem = Stem(region_id=s.regions[0].id, query_index=1, path=old.path, track_id=fresh.id)
+    twin = Stem(region_id=s.regions[0].id, query_index=1, path=old.path, track_id=fresh.id)
+    twin.id = s.stems[0].id
+    for tracks, stems, what in (([fresh, again], [stem], f"track with id {old.id} already exists"),
+                                ([fresh, fresh], [stem], f"track with id {fresh.id} already exists"),
+                                ([fresh], [stem, twin], f"stem with id {twin.id} already exists"),
+                                ([fresh], [stem, stem], f"stem with id {stem.id} already exists")):
+        with pytest.raises(PluginBridgeError, match=what):
+            h.add_render(tracks, stems, job_id="job-1")
+        assert s.to_dict() == before and not h.can_undo and not h.dirty and not events
+    h.add_render([fresh], [stem])                        # the same render without the duplicate goes in
+    assert s.track(fresh.id) and s.stem(stem.id) and h.can_undo
 
 
 def test_history_stack_dirty_merge_transaction(tmp_path):

@@ -468,17 +468,28 @@ class History:
     # -- stems (renders) --------------------------------------------------------------------------
     def add_render(self, tracks: Iterable[Track], stems: Iterable[Stem], label: str = "Render stems",
                    job_id: str | None = None) -> None:
-        """Add the stem tracks and stem records of one render, as one undo step."""
+        """Add the stem tracks and stem records of one render, as one undo step.  A track or stem whose id
+        the session (or this render) already has is refused before anything changes."""
         tracks, stems = list(tracks), list(stems)
         ids = {t.id for t in self.session.tracks}
+        stem_ids = {st.id for st in self.session.stems}
         ops: list = []
         for t in tracks:
+            if not isinstance(t, Track):
+                raise SessionError("add_render needs Track objects", "track")
+            if t.id in ids:
+                raise SessionError(f"a track with id {t.id} already exists", "id")
             _check(Track, _all_fields(t), "track")
             if t.parent_id is not None and t.parent_id not in ids:
                 self.session.track(t.parent_id)
             ops.append(_Insert("tracks", t, self._insert_index_after_family(t.parent_id, len(ops))))
             ids.add(t.id)
         for st in stems:
+            if not isinstance(st, Stem):
+                raise SessionError("add_render needs Stem objects", "stem")
+            if st.id in stem_ids:
+                raise SessionError(f"a stem with id {st.id} already exists", "id")
+            stem_ids.add(st.id)
             _check(Stem, _all_fields(st), "stem")
             if st.track_id is not None and st.track_id not in ids:
                 raise SessionError(f"stem {st.id} refers to an unknown track", "track_id")
