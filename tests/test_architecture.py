@@ -8,6 +8,7 @@ the branch that removes it: an entry that no longer occurs fails too, so the lis
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -196,3 +197,17 @@ def test_pyproject_lists_every_package_and_only_existing_folders():
                     if pkg == ns or pkg.startswith(ns + "."))
         path = ROOT.joinpath(base, *parts[len(FOLDERS[base].split(".")):])
         assert path.is_dir(), f"{pkg}: no folder {path}"
+
+
+def test_gui_widgets_know_no_window():
+    """Widgets outside gui/mainwindow/ get what they show through setters and report through signals: none
+    keeps the window (``self.win``) or imports the window package (gui/app.py builds the window)."""
+    bad = []
+    for path in sorted((ROOT / "gui").glob("*.py")):
+        if path.name == "app.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\bself\._?win\b|gui\.mainwindow|gui import mainwindow", line):
+                bad.append(f"gui/{path.name}:{n}: {line.strip()}")
+    assert not bad, bad

@@ -201,11 +201,7 @@ class SessionIO:
         mod = {"dawproject": "plugin_bridge.session.dawproject", "rpp": "plugin_bridge.session.rpp"}[kind]
         ext = {"dawproject": ".dawproject", "rpp": ".RPP"}[kind]
         what = {"dawproject": "DAWproject", "rpp": "Reaper project"}[kind]
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError:
-            self.show_error(f"{what} export is not available in this installation.")
-            return None
+        m = importlib.import_module(mod)
         if path is None:
             s = self.session
             if s.path:
