@@ -222,6 +222,27 @@ def test_learn_synthetic_tone_beats_untrained_query(model):
     assert np.array_equal(r.start_vector, start) and r.vector.shape == (384,)
 
 
+def test_learn_returns_the_best_validated_query_not_the_last(model):
+    """A learning rate far too high throws the query away from the sound after the first steps: learning must
+    return the best validated query (here: never worse than the one it started from), not the last step's."""
+    from plugin_bridge.engine.learn import LearnSettings, learn_query
+
+    torch.set_num_threads(1)
+    clips = [tone(f, 2.0, seed=i) for i, f in enumerate((110, 120, 115, 118, 112))]
+    noise = [pink(3.0, seed=s) for s in range(3)]
+    start = model.encoder().encode(["generator hum"])[0]
+    r = learn_query(model, clips, noise, "generator hum",
+                    LearnSettings(steps=12, batch=4, seconds=1.0, val_mixtures=8, lr=20.0, val_every=2),
+                    start_vector=start)
+    steps, scores = zip(*r.val_history)
+    assert steps == (0, 2, 4, 6, 8, 10, 12) and scores[0] == r.val_sdri_start
+    assert scores[-1] < max(scores) - 1.0, scores      # the premise: the last step is clearly not the best
+    assert r.val_sdri == max(scores) >= r.val_sdri_start
+    assert r.best_step == steps[scores.index(max(scores))]
+    if r.best_step == 0:
+        assert np.array_equal(r.vector, start)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class LearnSettings:
     level_db: tuple[float, float] = (-35.0, -12.0)
     val_mixtures: int = 24
     seed: int = 0
+    val_every: int = 10          # validate the query every N steps; the best validated one is returned
 
 
 @dataclass
@@ -65,6 +66,8 @@ class LearnResult:
     n_val: int
     interferers: str
     history: list[float] = field(default_factory=list)
+    best_step: int = 0              # the step whose query is returned (0: the start query stayed the best)
+    val_history: list[tuple[int, float]] = field(default_factory=list)   # (step, validation SDRi)
 
 
 def load_clips(folder_or_files, rate: int, what: str = "clips") -> list[np.ndarray]:
@@ -217,6 +220,7 @@ def learn_query(model, clips: list[np.ndarray], interferers: list[np.ndarray], n
     v = torch.nn.Parameter(v0.clone())
     opt = torch.optim.Adam([v], lr=settings.lr)
     hist = []
+    best, val_hist = (val_start, 0, v0.clone()), [(0, val_start)]
     for step in range(settings.steps):
         if cancel is not None and cancel():
             raise JobCancelled("learning cancelled; nothing was saved")
@@ -230,9 +234,15 @@ def learn_query(model, clips: list[np.ndarray], interferers: list[np.ndarray], n
         loss.backward()
         opt.step()
         hist.append(float(loss.detach()))
+        if (step + 1) % max(1, settings.val_every) == 0 or step + 1 == settings.steps:
+            # keep the best validated query, not the last: learning can overfit the few training clips
+            score = _val_sdri(net, v.detach(), vmix, vtgt)
+            val_hist.append((step + 1, score))
+            if score > best[0]:
+                best = (score, step + 1, v.detach().clone())
         if progress:
             progress(step + 1, settings.steps, float(np.mean(hist[-10:])))
-    vec = v.detach().clone()
-    val_end = _val_sdri(net, vec, vmix, vtgt)
+    val_best, best_step, vec = best
     return LearnResult(vec.numpy().astype(np.float32), np.asarray(start_vector, np.float32), kind, val_start,
-                       val_end, settings.steps, time.monotonic() - t0, len(train), len(val), interferer_desc, hist)
+                       val_best, settings.steps, time.monotonic() - t0, len(train), len(val), interferer_desc, hist,
+                       best_step, val_hist)

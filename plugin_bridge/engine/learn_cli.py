@@ -81,7 +81,7 @@ def cmd_learn(args) -> int:
                           progress=progress, interferer_desc=desc)
         lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
                           facts={"clips": len(clips), "train_clips": res.n_train, "val_clips": res.n_val,
-                                 "steps": res.steps, "interferers": desc, "start": res.start_kind,
+                                 "steps": res.steps, "best_step": res.best_step, "interferers": desc, "start": res.start_kind,
                                  "val_sdri_start_db": round(res.val_sdri_start, 2),
                                  "val_sdri_db": round(res.val_sdri, 2)})
         path = store.save(lq, overwrite=args.overwrite)
@@ -89,7 +89,8 @@ def cmd_learn(args) -> int:
         print("\ncancelled: nothing was written", file=sys.stderr)
         return 130
     print(f"validation on {res.n_val} held-out clip(s): median SDRi {res.val_sdri:.2f} dB "
-          f"(start from the {res.start_kind} query: {res.val_sdri_start:.2f} dB), {res.seconds:.0f} s")
+          f"(start from the {res.start_kind} query: {res.val_sdri_start:.2f} dB; kept the query of step "
+          f"{res.best_step}/{res.steps}, the best validated), {res.seconds:.0f} s")
     print(f"saved '@{name}': {path}")
     print(f"use it: plugin-bridge separate MIX.wav -q \"@{name}\"")
     return 0

@@ -341,7 +341,7 @@ def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
                       progress=step, cancel=lambda: is_cancelled(cancel), interferer_desc=desc)
     lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
                       facts={"clips": len(clips), "train_clips": res.n_train, "val_clips": res.n_val,
-                             "steps": res.steps, "interferers": desc, "start": res.start_kind,
+                             "steps": res.steps, "best_step": res.best_step, "interferers": desc, "start": res.start_kind,
                              "val_sdri_start_db": round(res.val_sdri_start, 2),
                              "val_sdri_db": round(res.val_sdri, 2)})
     store.save(lq)
