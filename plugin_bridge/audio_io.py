@@ -24,7 +24,7 @@ from pedalboard.io import AudioFile, StreamResampler
 
 from plugin_bridge.audio_headers import MAX_RATE, MIN_RATE, check_header
 from plugin_bridge.errors import AudioInputError
-from plugin_bridge.fileio import atomic_path
+from plugin_bridge.fileio import atomic_path, check_input_file
 
 __all__ = ["AudioInfo", "StreamReader", "open_audio", "probe", "read_all", "write_audio", "open_writer",
            "resample", "READ_EXTENSIONS", "MIN_RATE",
@@ -49,12 +49,7 @@ class AudioInfo:
 
 def open_audio(path: str):
     """The checked file, open for reading (a Pedalboard ``AudioFile``; the caller closes it)."""
-    if not os.path.exists(path):
-        raise AudioInputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise AudioInputError(f"{path}: is a folder, not an audio file")
-    if os.path.getsize(path) == 0:
-        raise AudioInputError(f"{path}: the file is empty (0 bytes)")
+    check_input_file(path, AudioInputError, "file", "an audio file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in READ_EXTENSIONS:
         raise AudioInputError(

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from plugin_bridge.errors import CheckpointError
+from plugin_bridge.fileio import check_input_file
 
 __all__ = ["load_checkpoint", "check_checkpoint_file", "extract_state_dict", "InertGlobal", "SAFE_NAMESPACES", "SAFE_EXACT",
            "classify_globals"]
@@ -108,12 +109,7 @@ def check_checkpoint_file(path: str) -> bool:
     """Cheap checks before anything is loaded (no unpickling): the file exists, is not empty and is a
     torch.save zip archive (True) or a pickle stream (False); else one-line ``CheckpointError``."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes)")
+    check_input_file(path, CheckpointError, "checkpoint file", "a checkpoint file")
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:
         with open(path, "rb") as f:

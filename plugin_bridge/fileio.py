@@ -35,6 +35,18 @@ def temp_prefix(kind: str = "tmp") -> str:
     return f".pb-{kind}-{os.getpid()}-"
 
 
+def check_input_file(path: str, error: type[Exception], name: str = "file", kind: str = "a file") -> None:
+    """The file to read exists, is not a folder and is not empty; else one-line ``error`` naming it
+    (``name``: "checkpoint file" -> "no such checkpoint file"; ``kind``: "an audio file" -> "is a folder, not
+    an audio file")."""
+    if not os.path.exists(path):
+        raise error(f"{path}: no such {name}")
+    if os.path.isdir(path):
+        raise error(f"{path}: is a folder, not {kind}")
+    if os.path.getsize(path) == 0:
+        raise error(f"{path}: the {name} is empty (0 bytes)")
+
+
 def check_writable_output(path: str, overwrite: bool = False, flag: str = "--overwrite") -> None:
     """Refuse to write over an existing ``path`` unless ``overwrite``; never touches the file.
 
