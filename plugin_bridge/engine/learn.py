@@ -29,6 +29,7 @@ import torch
 from plugin_bridge.engine.examples import encoder_for
 from plugin_bridge.audio_io import READ_EXTENSIONS, StreamReader, resample
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled
+from plugin_bridge.learned import LearnedQuery, model_hash
 from plugin_bridge.metrics import rms, sdri
 from plugin_bridge.models.encoders.audio import MIN_EXAMPLE_SECONDS, SILENCE_DBFS
 from plugin_bridge.models.losses import level_normalised_l1
@@ -68,6 +69,15 @@ class LearnResult:
     history: list[float] = field(default_factory=list)
     best_step: int = 0              # the step whose query is returned (0: the start query stayed the best)
     val_history: list[tuple[int, float]] = field(default_factory=list)   # (step, validation SDRi)
+
+    def learned(self, name: str, model) -> LearnedQuery:
+        """The result as a learned query (@NAME) of ``model``, with the facts the store and the app show."""
+        return LearnedQuery(name, self.vector, "learned", model_hash(model), model.name, model.encoder_id,
+                            facts={"clips": self.n_train + self.n_val, "train_clips": self.n_train,
+                                   "val_clips": self.n_val, "steps": self.steps, "best_step": self.best_step,
+                                   "interferers": self.interferers, "start": self.start_kind,
+                                   "val_sdri_start_db": round(self.val_sdri_start, 2),
+                                   "val_sdri_db": round(self.val_sdri, 2)})
 
 
 def load_clips(folder_or_files, rate: int, what: str = "clips") -> list[np.ndarray]:

@@ -39,7 +39,7 @@ def cmd_learn(args) -> int:
 
     from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
     from plugin_bridge.models.registry import load_model
-    from plugin_bridge.learned import LearnedQuery, LearnedStore, model_hash
+    from plugin_bridge.learned import LearnedStore
 
     if args.steps < 1 or args.steps > 5000:
         raise ConfigError("--steps must be between 1 and 5000")
@@ -79,11 +79,7 @@ def cmd_learn(args) -> int:
     try:
         res = learn_query(model, clips, inter, name, LearnSettings(steps=args.steps, seconds=args.seconds),
                           progress=progress, interferer_desc=desc)
-        lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
-                          facts={"clips": len(clips), "train_clips": res.n_train, "val_clips": res.n_val,
-                                 "steps": res.steps, "best_step": res.best_step, "interferers": desc, "start": res.start_kind,
-                                 "val_sdri_start_db": round(res.val_sdri_start, 2),
-                                 "val_sdri_db": round(res.val_sdri, 2)})
+        lq = res.learned(name, model)
         path = store.save(lq, overwrite=args.overwrite)
     except (KeyboardInterrupt, JobCancelled):
         print("\ncancelled: nothing was written", file=sys.stderr)

@@ -50,7 +50,7 @@ from plugin_bridge.export.bwf import BwfWriter
 from plugin_bridge.models.registry import load_model, query_warnings
 from plugin_bridge.plugins import render_chain, validate_chain
 from plugin_bridge.session.history import History
-from plugin_bridge.learned import LearnedQuery, LearnedStore, model_hash
+from plugin_bridge.learned import LearnedQuery, LearnedStore
 from plugin_bridge.session.model import (
     DEFAULT_SETTINGS, JOB_KINDS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
 )
@@ -339,11 +339,7 @@ def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
 
     res = learn_query(model, clips, inter, name, LearnSettings(steps=int(req["steps"]), seconds=float(req["seconds"])),
                       progress=step, cancel=lambda: is_cancelled(cancel), interferer_desc=desc)
-    lq = LearnedQuery(name, res.vector, "learned", model_hash(model), model.name, model.encoder_id,
-                      facts={"clips": len(clips), "train_clips": res.n_train, "val_clips": res.n_val,
-                             "steps": res.steps, "best_step": res.best_step, "interferers": desc, "start": res.start_kind,
-                             "val_sdri_start_db": round(res.val_sdri_start, 2),
-                             "val_sdri_db": round(res.val_sdri, 2)})
+    lq = res.learned(name, model)
     store.save(lq)
     report(1.0, 0.0, "done")
     return JobResult(job.id, [], [], learned=lq)
