@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
-APT_PACKAGES=(libportaudio2 libsndfile1 alsa-utils libasound2-plugins mediainfo dpf-source g++ make
+APT_PACKAGES=(libportaudio2 libsndfile1 libfluidsynth3 alsa-utils libasound2-plugins mediainfo dpf-source g++ make
   libegl1 libgl1 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
   libxcb-image0 libxcb-render-util0 libxcb-xkb1 libxcb-shape0 libxcb-randr0 xvfb xdotool imagemagick)
 if command -v apt-get >/dev/null 2>&1; then

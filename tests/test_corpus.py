@@ -327,3 +327,18 @@ def test_music_excerpts_come_from_the_middle_of_a_track(tmp_path):
     short = _write(tmp_path / "short.wav", x[: 12 * SR])
     ex2 = common.load_excerpts(short)                          # a short track: windows clamp to its end
     assert all(len(e) == 10 * SR for e in ex2) and abs(ex2[1][-1] - x[12 * SR - 1]) < 1e-3
+
+
+def test_build_without_fluidsynth_stops_up_front_with_the_package_to_install(tmp_path, monkeypatch):
+    """The instrument/music renders come after the package stages; a missing FluidSynth must be said before them."""
+    import sys
+
+    from plugin_bridge.corpus import build as corpus_build
+    from plugin_bridge.corpus import sources
+
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # import fails as it does without libfluidsynth
+    called = []
+    monkeypatch.setattr(corpus_build, "build_real", lambda *a, **k: called.append(a))
+    with pytest.raises(sources.CorpusError, match="libfluidsynth3"):
+        corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"music", "speech"})
+    assert called == []

@@ -590,6 +590,13 @@ def build(out: Path, scratch: Path | None = None, families: set[str] | None = No
     for tool in ("dpkg-deb", "apt-get"):
         if shutil.which(tool) is None and ({"environmental", "speech"} & families):
             raise sources.CorpusError(f"{tool} not found: the corpus builder needs Debian's package tools")
+    if {"instruments", "music"} & families:
+        try:  # checked up front: the renders come after the package stages, tens of minutes in
+            import fluidsynth  # noqa: F401
+        except ImportError as exc:
+            raise sources.CorpusError(
+                f"the instrument and music renders need FluidSynth ({exc}); install the system library "
+                "(Debian/Ubuntu: apt-get install libfluidsynth3, or rerun scripts/setup.sh as root)") from None
     real_fams = {"environmental", "speech", "music"} & families
     # the repo's label vocabulary is only rewritten by a full, uncapped build
     full = families == set(FAMILIES) and max_minutes is None
