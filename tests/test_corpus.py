@@ -342,3 +342,14 @@ def test_build_without_fluidsynth_stops_up_front_with_the_package_to_install(tmp
     with pytest.raises(sources.CorpusError, match="libfluidsynth3"):
         corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"music", "speech"})
     assert called == []
+
+
+def test_build_without_the_general_midi_soundfont_says_which_package_to_install(tmp_path, monkeypatch):
+    pytest.importorskip("fluidsynth")
+    from plugin_bridge.corpus import build as corpus_build
+    from plugin_bridge.corpus import render, sources
+
+    monkeypatch.setattr(render, "FLUIDR3", str(tmp_path / "missing" / "FluidR3_GM.sf2"))
+    monkeypatch.setattr(corpus_build, "build_real", lambda *a, **k: pytest.fail("ran the package stages first"))
+    with pytest.raises(sources.CorpusError, match="fluid-soundfont-gm"):
+        corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"instruments"})

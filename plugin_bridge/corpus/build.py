@@ -597,6 +597,11 @@ def build(out: Path, scratch: Path | None = None, families: set[str] | None = No
             raise sources.CorpusError(
                 f"the instrument and music renders need FluidSynth ({exc}); install the system library "
                 "(Debian/Ubuntu: apt-get install libfluidsynth3, or rerun scripts/setup.sh as root)") from None
+        from .render import FLUIDR3, FLUIDR3_PACKAGE
+
+        if not Path(FLUIDR3).exists():
+            raise sources.CorpusError(f"the instrument and music renders need the FluidR3 General MIDI soundfont "
+                                      f"{FLUIDR3}; install it (Debian/Ubuntu: apt-get install {FLUIDR3_PACKAGE[0]})")
     real_fams = {"environmental", "speech", "music"} & families
     # the repo's label vocabulary is only rewritten by a full, uncapped build
     full = families == set(FAMILIES) and max_minutes is None
