@@ -309,11 +309,11 @@ def _check_free_name(store: LearnedStore, name: str) -> None:
 
 def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
     """Fit the query of a learn job on the separator's (frozen) model and save it; nothing is saved when
-    the run is cancelled or fails.  Interferers: the background clips, else the corpus of
-    ``$PLUGIN_BRIDGE_CORPUS``, else the shipped clips and synthesised noise."""
+    the run is cancelled or fails.  Interferers: ``engine.learn.interferers`` (the background clips, else
+    the corpus of ``$PLUGIN_BRIDGE_CORPUS``, else the shipped clips and synthesised noise)."""
     # lazy: engine.learn imports torch (about 1.6 s, python -X importtime), which opening a session -
     # the first import of this module in the GUI - must not pay
-    from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
+    from plugin_bridge.engine.learn import LearnSettings, interferers, learn_query, load_clips
 
     req = job.settings
     name = req["name"]
@@ -328,10 +328,7 @@ def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
     model = separator.model
     rate = model.cfg.sample_rate
     clips = load_clips(req["clips"], rate)
-    if req.get("background"):
-        inter, desc = load_clips(req["background"], rate, "background clips"), "your background clips"
-    else:
-        inter, desc = default_interferers(rate, os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
+    inter, desc = interferers(rate, req.get("background"))
     t0 = time.monotonic()
 
     def step(k, n, loss):
