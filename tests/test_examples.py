@@ -320,3 +320,38 @@ def test_cli_learn_saves_named_query_and_ctrl_c_writes_nothing(tmp_path, capsys,
     assert main(["learn", "hum2", str(clips), "--steps", "2", "--quiet"]) == 2
     assert "at least 3 clips" in capsys.readouterr().err
     assert main(["learned", "list"]) == 0 and "@hum  [learned]" in capsys.readouterr().out
+
+
+def test_learn_command_and_learn_job_mix_with_the_same_interferers_and_say_so_alike(tmp_path, capsys, monkeypatch,
+                                                                                    model):
+    """The interferers a sound is learned against - the user's background clips, else the corpus of
+    $PLUGIN_BRIDGE_CORPUS, else the shipped clips - are chosen and described once: the ``learn`` command and
+    a learn job of the queue record the same words in the learned query's facts."""
+    from plugin_bridge.engine.separator import Separator
+    from plugin_bridge.session.jobs import JobQueue
+    from plugin_bridge.session.model import Session
+
+    torch.set_num_threads(1)
+    clips, bg, corpus = tmp_path / "clips", tmp_path / "bg", tmp_path / "corpus"
+    for d in (clips, bg, corpus):
+        d.mkdir()
+    for i, f in enumerate((110, 118, 112)):
+        _write(clips / f"c{i}.wav", tone(f, 1.5, seed=i), RATE)
+    for i in range(2):
+        _write(bg / f"b{i}.wav", pink(2.0, seed=i), RATE)
+        _write(corpus / f"n{i}.wav", chirps(2.0, seed=i), RATE)
+    (corpus / "manifest.jsonl").write_text("".join(f'{{"path": "n{i}.wav", "label": "bird", "split": "train"}}\n'
+                                                   for i in range(2)))
+    monkeypatch.setenv("PLUGIN_BRIDGE_CORPUS", str(corpus))
+    s = Session()
+    queue = JobQueue(s, separator_factory=lambda b, d: Separator(model, backend="torch", device="cpu"), persist=False)
+    store = LearnedStore()
+    for tag, background, words in (("bg", str(bg), f"your background clips ({bg})"),
+                                   ("corpus", None, f"2 corpus clips from {corpus}")):
+        argv = ["learn", f"cli {tag}", str(clips), "--steps", "1", "--seconds", "1"]
+        assert main(argv + (["--background", background] if background else [])) == 0
+        assert f"mixed with {words}; model" in capsys.readouterr().err
+        job = s.job(queue.enqueue_learn(f"job {tag}", str(clips), background=background, steps=1, seconds=1.0))
+        queue.run_pending()
+        assert job.status == "done", job.error
+        assert store.get(f"cli {tag}").facts["interferers"] == store.get(f"job {tag}").facts["interferers"] == words

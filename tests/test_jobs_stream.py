@@ -304,3 +304,52 @@ def test_a_version_1_session_with_a_rerender_job_in_its_settings_loads_as_a_rere
     assert (j2.kind, j2.track_id, j2.region_id) == ("separate", None, "r-gone")
     s2.save()
     assert [j["kind"] for j in json.loads(path.read_text())["jobs"]] == [RERENDER, "separate"]
+
+
+def test_a_render_records_the_file_facts_an_older_session_lacks_and_a_save_keeps_them(tmp_path, model, monkeypatch):
+    """A track of a version 1 session file that was never probed (no sample rate, channels or length): the
+    render's one probe fills them in through the History (no undo step; planning changes nothing) and the
+    session the queue saves keeps them."""
+    import json
+
+    x = (np.random.RandomState(2).randn(2, 3 * SR) * 0.1).astype(np.float32)
+    s = new_session(tmp_path, x)
+    d = s.to_dict(os.path.dirname(s.path))
+    d["schema_version"] = 1
+    for t in d["tracks"]:
+        for k in ("sample_rate", "channels", "frames"):
+            t.pop(k, None)
+    path = tmp_path / "old.pbsession.json"
+    path.write_text(json.dumps(d))
+    old = Session.load(str(path))
+    track = old.tracks[0]
+    assert (track.sample_rate, track.channels, track.frames) == (None, None, None)
+    h = History(old)
+    region = h.add_region(Region(track_id=track.id, start=SR // 2, end=2 * SR, queries=[QuerySpec("speech")]))
+    plan = jobs.plan_job(old, region)
+    assert plan.new_facts == {"sample_rate": SR, "channels": 2, "frames": 3 * SR}
+    assert (track.sample_rate, track.channels, track.frames) == (None, None, None)     # planning is pure
+    probed, real_probe = [], jobs.probe
+    monkeypatch.setattr(jobs, "probe", lambda p: probed.append(p) or real_probe(p))
+    seen = []
+    h.subscribe(lambda ch: seen.append((ch.kind, ch.action)))
+    q = JobQueue(old, separator_factory=lambda b, d: Separator(model, backend=ConstantMaskBackend(0.0)), history=h)
+    job = q.enqueue(region.id)
+    q.run_pending()
+    assert job.status == "done", job.error
+    assert probed == [track.path]                                               # no second probe
+    assert ("track.facts", "state") in seen
+    assert (track.sample_rate, track.channels, track.frames) == (SR, 2, 3 * SR)
+    saved = Session.load(str(path)).track(track.id)                             # the queue saved the session
+    assert (saved.sample_rate, saved.channels, saved.frames) == (SR, 2, 3 * SR)
+    assert json.loads(path.read_text())["tracks"][0]["frames"] == 3 * SR
+    # the facts are no undo step: undo takes back the render, then the region
+    assert h.undo_label.startswith("Render") and h.undo()
+    assert h.undo_label.startswith("Add region") and not old.stems
+    assert (track.sample_rate, track.channels, track.frames) == (SR, 2, 3 * SR)
+    # and a track that has its facts gets no edit
+    seen.clear()
+    h.redo()
+    job2 = q.enqueue(region.id)
+    q.run_pending()
+    assert job2.status == "done" and "track.facts" not in {k for k, _ in seen}

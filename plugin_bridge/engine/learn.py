@@ -35,8 +35,8 @@ from plugin_bridge.models.encoders.audio import MIN_EXAMPLE_SECONDS, SILENCE_DBF
 from plugin_bridge.models.losses import level_normalised_l1
 from plugin_bridge.models.resunet import forward_padded
 
-__all__ = ["LearnSettings", "LearnResult", "learn_query", "load_clips", "default_interferers", "MIN_CLIPS",
-           "MAX_CLIPS"]
+__all__ = ["LearnSettings", "LearnResult", "learn_query", "load_clips", "interferers", "default_interferers",
+           "MIN_CLIPS", "MAX_CLIPS"]
 
 MIN_CLIPS, MAX_CLIPS = 3, 30
 
@@ -108,6 +108,16 @@ def load_clips(folder_or_files, rate: int, what: str = "clips") -> list[np.ndarr
             raise AudioInputError(f"{p}: is silent ({lvl:.0f} dBFS RMS)")
         out.append(resample(np.asarray(x, np.float32), sr, rate)[0].astype(np.float32))
     return out
+
+
+def interferers(rate: int, background: str | None = None, corpus: str | None = None) -> tuple[list[np.ndarray], str]:
+    """What the sound is mixed with while it is learned, and how to say so: the clips in the folder
+    ``background`` (sounds that must not be taken) when given, else ``default_interferers`` of ``corpus``
+    (default: the folder in ``$PLUGIN_BRIDGE_CORPUS``).  Returns (clips, description); the one place the
+    choice is made, for the ``learn`` command and the learn job alike."""
+    if background:
+        return load_clips(background, rate, "background clips"), f"your background clips ({background})"
+    return default_interferers(rate, corpus or os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
 
 
 def default_interferers(rate: int, corpus: str | None = None, n_corpus: int = 60, seed: int = 0,

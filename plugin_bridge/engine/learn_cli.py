@@ -1,7 +1,6 @@
 """``plugin-bridge learn`` (teach a sound) and ``plugin-bridge learned`` (list / delete named queries)."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -17,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("clips", help="folder with 3-30 clips of the sound (wav, flac, aiff, mp3, ogg)")
     p.add_argument("--background", default=None, metavar="DIR",
                    help="folder of clips that must not be taken (mixed in as interferers instead of corpus clips)")
-    p.add_argument("--corpus", default=os.environ.get("PLUGIN_BRIDGE_CORPUS"), metavar="DIR",
+    p.add_argument("--corpus", default=None, metavar="DIR",
                    help="training corpus (manifest.jsonl) for interferers ($PLUGIN_BRIDGE_CORPUS); without one, "
                         "the shipped demo stems and synthesised noise are used")
     p.add_argument("--steps", type=int, default=100, help="optimisation steps (default 100: 2-5 min on one CPU core)")
@@ -37,7 +36,7 @@ def register(sub) -> None:
 def cmd_learn(args) -> int:
     import torch
 
-    from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
+    from plugin_bridge.engine.learn import LearnSettings, interferers, learn_query, load_clips
     from plugin_bridge.models.registry import load_model
     from plugin_bridge.learned import LearnedStore
 
@@ -58,10 +57,7 @@ def cmd_learn(args) -> int:
         raise ConfigError("no trained separator is installed, so there is nothing to teach")
     rate = model.cfg.sample_rate
     clips = load_clips(args.clips, rate)
-    if args.background:
-        inter, desc = load_clips(args.background, rate, "background clips"), f"your background clips ({args.background})"
-    else:
-        inter, desc = default_interferers(rate, args.corpus)
+    inter, desc = interferers(rate, args.background, args.corpus)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     log(f"teaching '@{name}' from {len(clips)} clips, mixed with {desc}; model {model.name}")
     t0 = time.monotonic()

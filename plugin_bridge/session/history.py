@@ -26,7 +26,7 @@ from plugin_bridge.document import read_json
 from plugin_bridge.paths import data_dir
 from plugin_bridge.session import shape
 from plugin_bridge.session.model import (
-    JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
+    TRACK_FILE_FACTS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, atomic_write_text, now_iso,
 )
 
 __all__ = ["Change", "History", "Autosaver", "Recoverable", "find_recoverable", "recover",
@@ -335,13 +335,20 @@ class History:
         self._apply(Command("track.remove", f"Remove track {t.name}", tuple(doomed), ops))
 
     def set_track(self, track_id: str, merge: bool = False, **changes) -> None:
-        """Change track fields: name, path, gain_db, mute, solo, colour, offset, chain, ... ."""
+        """Change track fields: name, path, gain_db, mute, solo, colour, offset, chain, ... .
+
+        Filling in file facts the session lacks (``TRACK_FILE_FACTS`` that are None: a track added before
+        its file was probed, e.g. by an older session file) is no undo step: they are what the file holds,
+        not an edit, so they apply at once and notify with action 'state' like job records."""
         t = self.session.track(track_id)
         _check(Track, changes, "track")
         if "parent_id" in changes and changes["parent_id"] is not None:
             self.session.track(changes["parent_id"])
         ops = [_Set("tracks", track_id, k, v) for k, v in changes.items() if getattr(t, k) != v]
         if not ops:
+            return
+        if all(op.attr in TRACK_FILE_FACTS and getattr(t, op.attr) is None for op in ops):
+            self._apply_state(Command("track.facts", f"Record the file facts of {t.name}", (track_id,), ops), True)
             return
         keys = ",".join(sorted(changes))
         kind = "track.set" if set(changes) - {"gain_db", "mute", "solo"} else f"track.{keys}"
@@ -531,7 +538,8 @@ class History:
     # -- jobs -------------------------------------------------------------------------------------
     # A job record logs a render: queued, running, done, failed.  It is not an undo step (undoing a
     # render removes its stems and tracks, never the fact that it ran), so job edits apply at once,
-    # leave the undo stack and the dirty flag alone, and notify with action 'state'.
+    # leave the undo stack and the dirty flag alone, and notify with action 'state' (as the file facts
+    # ``set_track`` fills in).
     def _apply_state(self, cmd: Command, notify: bool) -> None:
         with self.session.lock:
             cmd.do(self.session)

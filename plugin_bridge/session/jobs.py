@@ -26,7 +26,9 @@ one job or all, records failures with a readable message and carries on, and per
 session (a job interrupted by a crash is pending again when the session is reopened).  Every change it
 makes to the session goes through a ``History``: job records with ``add_job`` / ``set_job`` /
 ``retry_job`` (not undo steps), a render's stems with ``add_render`` and a re-render's track with
-``set_track`` (one undo step each).
+``set_track`` (one undo step each).  A render also records, with ``set_track`` (no undo step), the file
+facts its one probe found that the session's track lacked (``JobPlan.new_facts``: a track of an older
+session file); ``plan_job`` itself never changes the session.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ from plugin_bridge.plugins import render_chain, validate_chain
 from plugin_bridge.session.history import History
 from plugin_bridge.learned import LearnedQuery, LearnedStore
 from plugin_bridge.session.model import (
-    DEFAULT_SETTINGS, JOB_KINDS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track, now_iso,
+    DEFAULT_SETTINGS, JOB_KINDS, TRACK_FILE_FACTS, JobRecord, QuerySpec, Region, Session, SessionError, Stem, Track,
+    now_iso,
 )
 
 __all__ = ["JobPlan", "JobResult", "JobQueue", "plan_job", "run_job", "make_job", "make_rerender_job",
@@ -78,6 +81,8 @@ class JobPlan:
     start: int               # file frames of the (clipped) region
     end: int
     timeline_start: int      # session frame where the stems start
+    #: the file facts (``TRACK_FILE_FACTS``) the session's track lacks, as probed: the job records them
+    new_facts: dict = field(default_factory=dict)
 
     @property
     def pre(self) -> int:
@@ -100,18 +105,21 @@ def effective_settings(session: Session, job: JobRecord | None = None, overrides
 
 def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> JobPlan:
     """Where the job reads and places its stems; the plan's track is a copy with the probed file info
-    (the session is not changed)."""
+    and ``new_facts`` what of it the session lacks (the session is not changed)."""
     track = copy.deepcopy(session.track(region.track_id))
     info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers
-    cached = (track.sample_rate, track.channels, track.frames)
     real = (info.sample_rate, info.channels, info.frames)
-    for name, c, r, unit in zip(("sample rate", "channel count", "length"), cached, real, (" Hz", " ch", " frames")):
-        if c is not None and c != r:
-            raise SessionError(f"track {track.name!r}: the file {track.path} now has {name} {r}{unit} but the session "
+    new_facts = {}
+    for attr, r, what, unit in zip(TRACK_FILE_FACTS, real, ("sample rate", "channel count", "length"),
+                                   (" Hz", " ch", " frames")):
+        c = getattr(track, attr)
+        if c is None:
+            new_facts[attr] = r
+        elif c != r:
+            raise SessionError(f"track {track.name!r}: the file {track.path} now has {what} {r}{unit} but the session "
                                f"recorded {c}{unit}; the file was replaced - add it again as a new track",
-                               "tracks.sample_rate" if name == "sample rate" else
-                               "tracks.channels" if name == "channel count" else "tracks.frames")
-    track.sample_rate, track.channels, track.frames = real
+                               f"tracks.{attr}")
+        setattr(track, attr, r)
     a, b = session.session_to_file_frames(track, region.start, region.end)
     start, end = max(0, a), min(track.frames, b)
     if end <= start:
@@ -123,7 +131,7 @@ def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> 
     if start == a:
         timeline_start = region.start  # exact when unclipped (no rounding through another rate)
     return JobPlan(track, region, track.sample_rate, track.channels, read_start, read_end, start, end,
-                   timeline_start)
+                   timeline_start, new_facts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,11 +317,11 @@ def _check_free_name(store: LearnedStore, name: str) -> None:
 
 def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
     """Fit the query of a learn job on the separator's (frozen) model and save it; nothing is saved when
-    the run is cancelled or fails.  Interferers: the background clips, else the corpus of
-    ``$PLUGIN_BRIDGE_CORPUS``, else the shipped clips and synthesised noise."""
+    the run is cancelled or fails.  Interferers: ``engine.learn.interferers`` (the background clips, else
+    the corpus of ``$PLUGIN_BRIDGE_CORPUS``, else the shipped clips and synthesised noise)."""
     # lazy: engine.learn imports torch (about 1.6 s, python -X importtime), which opening a session -
     # the first import of this module in the GUI - must not pay
-    from plugin_bridge.engine.learn import LearnSettings, default_interferers, learn_query, load_clips
+    from plugin_bridge.engine.learn import LearnSettings, interferers, learn_query, load_clips
 
     req = job.settings
     name = req["name"]
@@ -328,10 +336,7 @@ def _run_learn(job: JobRecord, separator, progress, cancel) -> JobResult:
     model = separator.model
     rate = model.cfg.sample_rate
     clips = load_clips(req["clips"], rate)
-    if req.get("background"):
-        inter, desc = load_clips(req["background"], rate, "background clips"), "your background clips"
-    else:
-        inter, desc = default_interferers(rate, os.environ.get("PLUGIN_BRIDGE_CORPUS") or None)
+    inter, desc = interferers(rate, req.get("background"))
     t0 = time.monotonic()
 
     def step(k, n, loss):
@@ -484,6 +489,8 @@ def run_job(session: Session, job: JobRecord, separator, history=None,
         stems.append(Stem(region_id=region.id, query_index="residual" if is_res else i, path=path, track_id=t.id,
                           settings=dict(used, query=(None if q is None else {"text": q.text, "negative": q.negative})),
                           created=created, complete=True, job_id=job.id, label=label))
+    if plan.new_facts:  # e.g. a track of an older session file: the saved session keeps what the probe found
+        history.set_track(plan.track.id, **plan.new_facts)
     history.add_render(tracks, stems, label=f"Render {region.name or 'region'} on {plan.track.name}", job_id=job.id)
     report(1.0, 0.0, "done")
     log.info("job %s rendered %d files in %.1f s", job.id, len(finals), time.monotonic() - t0)

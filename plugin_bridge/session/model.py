@@ -40,12 +40,14 @@ __all__ = [
     "SCHEMA_VERSION", "SESSION_SUFFIX", "TRACK_KINDS", "JOB_STATES", "JOB_KINDS", "SessionError",
     "QuerySpec", "Track", "Region", "Stem", "JobRecord", "Session",
     "new_id", "now_iso", "atomic_write_text", "MIGRATIONS", "SESSION_SCHEMA", "SESSION_DOCUMENT",
-    "DEFAULT_SETTINGS",
+    "DEFAULT_SETTINGS", "TRACK_FILE_FACTS",
 ]
 
 SCHEMA_VERSION = 2
 SESSION_SUFFIX = ".pbsession.json"
 TRACK_KINDS = ("source", "stem", "residual")
+#: the ``Track`` fields that cache what probing its file found (None: not probed yet)
+TRACK_FILE_FACTS = ("sample_rate", "channels", "frames")
 JOB_STATES = ("pending", "running", "done", "failed", "cancelled")
 #: what a job does: separate a region (``region_id``), re-render a track's plugin chain (``track_id``),
 #: learn a query from clips (the request in ``settings``); see ``plugin_bridge.session.jobs``
