@@ -353,3 +353,17 @@ def test_build_without_the_general_midi_soundfont_says_which_package_to_install(
     monkeypatch.setattr(corpus_build, "build_real", lambda *a, **k: pytest.fail("ran the package stages first"))
     with pytest.raises(sources.CorpusError, match="fluid-soundfont-gm"):
         corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"instruments"})
+
+
+def test_build_without_a_tts_engine_stops_up_front_and_names_the_voices_to_install(tmp_path, monkeypatch):
+    """Without espeak-ng/flite/festival a build used to skip a third of the speech family without a word."""
+    import shutil
+
+    from plugin_bridge.corpus import build as corpus_build
+    from plugin_bridge.corpus import sources
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "festival" else real(name, *a, **k))
+    monkeypatch.setattr(corpus_build, "build_real", lambda *a, **k: pytest.fail("ran the package stages first"))
+    with pytest.raises(sources.CorpusError, match=r"need festival;.*festvox-kallpc16k"):
+        corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"speech"})

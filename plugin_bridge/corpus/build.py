@@ -602,6 +602,16 @@ def build(out: Path, scratch: Path | None = None, families: set[str] | None = No
         if not Path(FLUIDR3).exists():
             raise sources.CorpusError(f"the instrument and music renders need the FluidR3 General MIDI soundfont "
                                       f"{FLUIDR3}; install it (Debian/Ubuntu: apt-get install {FLUIDR3_PACKAGE[0]})")
+    if "speech" in families:
+        # the synthetic voices are a third of the speech family: a build without an engine would quietly be
+        # another corpus (and another vocabulary count), so say so before anything runs
+        from . import tts
+
+        lacking = [e for e in ("espeak-ng", "flite", "festival") if shutil.which(e) is None]
+        if lacking:
+            pkgs = ["espeak-ng", "flite", "festival"] + [v.package for v in tts.FESTIVAL]
+            raise sources.CorpusError(f"the speech family's synthetic voices need {', '.join(lacking)}; install "
+                                      f"them (Debian/Ubuntu: apt-get install {' '.join(pkgs)})")
     real_fams = {"environmental", "speech", "music"} & families
     # the repo's label vocabulary is only rewritten by a full, uncapped build
     full = families == set(FAMILIES) and max_minutes is None
