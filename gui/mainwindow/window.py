@@ -7,8 +7,9 @@ Threading rule: the session's tracks, regions and stems are edited only on the U
 reaches them through ``jobs_glue._UiHistory``, which posts ``add_render`` / ``set_track`` to the UI thread
 (``gui.thread.to_main``) and returns at once: the worker never waits for the window; job records (not undo
 steps) it edits in place under the session lock.  Job progress and state come back as queued Qt signals.
-Separation, chain re-render and teaching a sound are all jobs of that one queue; the GUI imports no
-engine code."""
+Separation, chain re-render and teaching a sound are all jobs of the one job system: the session's queue
+runs the first two, the window's own queue teaching (it outlives the sessions opened meanwhile); the GUI
+imports no engine code."""
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,8 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.session: Session | None = None
         self.history: History | None = None
         self.autosaver: Autosaver | None = None
-        self.jobs = None
+        self.jobs = None            # the open session's job queue (jobs_glue)
+        self.teach_jobs = None      # the window's queue for teaching a sound (jobs_glue)
         self.current_region_id: str | None = None
         self.axis = TimeAxis()
         self.overviews = OverviewCache()
@@ -74,6 +76,7 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.ask_hook = ask_hook
         self.file_dialog_hook = file_dialog_hook
         self.active_dialog = None   # the settings / chain dialog currently open (non-blocking)
+        self._teach = None          # the "Teach a sound" dialog last opened, while it is open
         self._job_eta: dict[str, tuple] = {}
         self._render_errors: dict[str, str] = {}  # job id -> why its stems could not be added
         self._lane_sig = None
@@ -283,6 +286,9 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         if self.player:
             self.player.close()
         self._shutdown_session()
+        if self.teach_jobs is not None:
+            self.teach_jobs.stop(cancel=True, timeout=5)
+            self.teach_jobs = None
         self.overviews.close()
         ev.accept()
 
@@ -422,8 +428,8 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.app_settings = a
         if not a.save():
             self.statusBar().showMessage(f"Settings apply now but could not be saved to {a.path()}", 8000)
-        if self.jobs is not None:
-            self.jobs.overrides.update({"backend": a.backend, "device": a.device})
+        for q in self._queues():
+            q.overrides.update({"backend": a.backend, "device": a.device})
         if sess and self.history is not None:
             cur = {k: self.session.setting(k) for k in sess}
             changes = {k: v for k, v in sess.items() if cur.get(k) != v}
