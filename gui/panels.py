@@ -409,12 +409,12 @@ class JobRow(QFrame):
         self.update_job(job)
 
     def update_job(self, job, eta=None, stage=None):
-        st = job.status
+        st = self.state = job.status
         self.bar.setValue(int(job.progress * 1000))
         self.cancel.setVisible(st in ("pending", "running"))
         self.retry.setVisible(st in ("failed", "cancelled"))
         if st == "running":
-            txt = f"{stage or 'separating'} {job.progress * 100:.0f} %"
+            txt = f"{stage or 'starting'} {job.progress * 100:.0f} %"
             if eta is not None:
                 txt += f" · about {fmt_time(eta, False)} left"
         elif st == "pending":
@@ -433,15 +433,34 @@ class JobRow(QFrame):
 
 
 class JobPanel(QGroupBox):
-    """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals."""
+    """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals.
+
+    The panel is a view of the job logs, bounded: it keeps every waiting, running and failed job (a
+    failure waits for Retry) and the newest ``keep_finished`` done or cancelled ones; older finished rows
+    are dropped (the session's job log keeps their records, and the stems of a render stay).  "Clear
+    finished" drops the rows of every job that ended."""
 
     cancelRequested = pyqtSignal(str)   # job id
     retryRequested = pyqtSignal(str)
 
-    def __init__(self, parent=None):
+    KEEP_FINISHED = 20
+    ACTIVE = ("pending", "running")
+
+    def __init__(self, parent=None, keep_finished: int = KEEP_FINISHED):
         super().__init__("Jobs", parent)
-        self.rows: dict[str, JobRow] = {}
+        self.keep_finished = max(0, int(keep_finished))
+        self.rows: dict[str, JobRow] = {}   # oldest first
+        self.dropped = 0                    # finished rows dropped since the last clear()
         outer = QVBoxLayout(self)
+        head = QHBoxLayout()
+        self.more = QLabel("")
+        self.more.setObjectName("hint")
+        head.addWidget(self.more, 1)
+        self.clear_btn = QToolButton(text="Clear finished")
+        self.clear_btn.setToolTip("Remove the rows of jobs that ended (their stems stay in the session)")
+        self.clear_btn.clicked.connect(self.clear_finished)
+        head.addWidget(self.clear_btn)
+        outer.addLayout(head)
         self.box = QVBoxLayout()
         self.box.setSpacing(4)
         holder = QWidget()
@@ -455,13 +474,22 @@ class JobPanel(QGroupBox):
         self.empty = QLabel("No renders yet.")
         self.empty.setObjectName("hint")
         outer.addWidget(self.empty)
+        self._show_counts()
 
     def clear(self):
-        for r in self.rows.values():
-            r.setParent(None)
-            r.deleteLater()
-        self.rows = {}
-        self.empty.setVisible(True)
+        for job_id in list(self.rows):
+            self._drop(job_id)
+        self.dropped = 0
+        self.empty.setText("No renders yet.")
+        self._show_counts()
+
+    def clear_finished(self):
+        """Drop the rows of every job that is neither waiting nor running."""
+        for job_id in [j for j, r in self.rows.items() if r.state not in self.ACTIVE]:
+            self._drop(job_id)
+        self.dropped = 0
+        self.empty.setText("No jobs running.")
+        self._show_counts()
 
     def update_job(self, job, title: str, eta=None, stage=None):
         row = self.rows.get(job.id)
@@ -471,5 +499,20 @@ class JobPanel(QGroupBox):
             row.retryRequested.connect(self.retryRequested)
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
-            self.empty.setVisible(False)
         row.update_job(job, eta, stage)
+        finished = [j for j, r in self.rows.items() if r.state in ("done", "cancelled")]
+        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
+            self._drop(job_id)
+            self.dropped += 1
+        self._show_counts()
+
+    def _drop(self, job_id: str):
+        row = self.rows.pop(job_id)
+        row.setParent(None)
+        row.deleteLater()
+
+    def _show_counts(self):
+        self.empty.setVisible(not self.rows)
+        self.more.setText(f"{self.dropped} older finished job{'s' if self.dropped != 1 else ''} not shown"
+                          if self.dropped else "")
+        self.clear_btn.setEnabled(any(r.state not in self.ACTIVE for r in self.rows.values()))

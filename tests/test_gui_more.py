@@ -149,6 +149,46 @@ def test_a_render_the_window_cannot_add_marks_its_job_failed(tmp_path, make_wind
     assert "removed-meanwhile" in s.job(job.id).error and "Traceback" not in s.job(job.id).error
 
 
+
+def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp_path, make_window, qtbot):
+    """Every re-render adds a job: the panel keeps the waiting / running / failed ones and the newest
+    finished ones, "Clear finished" empties it; the session's job log, its file, undo and the dirty
+    flag are not touched by either."""
+    from plugin_bridge.session.model import Session
+
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    s = w.session
+    panel = w.job_panel
+    panel.keep_finished = 3
+    render = _render(w, qtbot)
+    stem = next(t for t in s.tracks if t.kind == "stem")
+    reruns = [w.rerender_chain(stem.id, wait=True) for _ in range(5)]   # an empty chain: quick, done
+    w.history.set_chain(stem.id, [{"type": "lowpass", "params": {"cutoff_frequency_hz": 24000.0}}])
+    failed = w.rerender_chain(stem.id, wait=True)                       # fails at render time
+    qtbot.waitUntil(lambda: failed in panel.rows and panel.rows[failed].state == "failed", timeout=5000)
+    assert [j.status for j in s.jobs] == ["done"] * 6 + ["failed"]
+    # shown: the failed job (it waits for Retry) and the three newest finished; the older ones are counted
+    assert list(panel.rows) == reruns[2:] + [failed]
+    assert panel.more.text() == "3 older finished jobs not shown" and not panel.more.isHidden()
+    assert render.id not in panel.rows and w._job_eta == {}
+    assert w.save()
+    assert [j.id for j in Session.load(s.path).jobs] == [render.id] + reruns + [failed]
+    # reopened, the panel shows the same bounded view of the full log
+    assert w.open_path(s.path)
+    s2 = w.session
+    assert len(s2.jobs) == 7 and list(panel.rows) == reruns[2:] + [failed]
+    assert panel.clear_btn.isEnabled()
+    QTest.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.rows == {} and panel.more.text() == "" and not panel.empty.isHidden()
+    assert not panel.clear_btn.isEnabled()
+    assert len(s2.jobs) == 7 and not w.history.dirty
+    # a new job shows again
+    job = w.rerender_chain(stem.id, wait=True)
+    qtbot.waitUntil(lambda: job in panel.rows and panel.rows[job].state == "failed", timeout=5000)
+    assert list(panel.rows) == [job] and panel.empty.isHidden()
+
 # --------------------------------------------------------------------------------------------------
 # keyboard shortcuts
 # --------------------------------------------------------------------------------------------------
