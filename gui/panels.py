@@ -436,9 +436,9 @@ class JobPanel(QGroupBox):
     """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals.
 
     The panel is a view of the job logs, bounded: it keeps every waiting, running and failed job (a
-    failure waits for Retry) and the newest ``keep_finished`` done or cancelled ones; older finished rows
-    are dropped (the session's job log keeps their records, and the stems of a render stay).  "Clear
-    finished" drops the rows of every job that ended."""
+    failure waits for Retry) and the ``keep_finished`` done or cancelled ones that ended last; the rows
+    of those that ended earlier are dropped (the session's job log keeps their records, and a render's
+    stems stay).  "Clear finished" drops the rows of every job that ended."""
 
     cancelRequested = pyqtSignal(str)   # job id
     retryRequested = pyqtSignal(str)
@@ -450,6 +450,7 @@ class JobPanel(QGroupBox):
         super().__init__("Jobs", parent)
         self.keep_finished = max(0, int(keep_finished))
         self.rows: dict[str, JobRow] = {}   # oldest first
+        self._ended: list[str] = []         # the done / cancelled rows, in the order they ended
         self.dropped = 0                    # finished rows dropped since the last clear()
         outer = QVBoxLayout(self)
         head = QHBoxLayout()
@@ -500,14 +501,20 @@ class JobPanel(QGroupBox):
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
         row.update_job(job, eta, stage)
-        finished = [j for j, r in self.rows.items() if r.state in ("done", "cancelled")]
-        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
-            self._drop(job_id)
+        if row.state in ("done", "cancelled"):
+            if job.id not in self._ended:
+                self._ended.append(job.id)
+        elif job.id in self._ended:          # retried
+            self._ended.remove(job.id)
+        while len(self._ended) > self.keep_finished:   # the rows that ended first go first
+            self._drop(self._ended[0])
             self.dropped += 1
         self._show_counts()
 
     def _drop(self, job_id: str):
         row = self.rows.pop(job_id)
+        if job_id in self._ended:
+            self._ended.remove(job_id)
         row.setParent(None)
         row.deleteLater()
 
