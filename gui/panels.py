@@ -436,28 +436,30 @@ class JobPanel(QGroupBox):
     """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals.
 
     The panel is a view of the job logs, bounded: it keeps every waiting, running and failed job (a
-    failure waits for Retry) and the ``keep_finished`` done or cancelled ones that ended last; the rows
-    of those that ended earlier are dropped (the session's job log keeps their records, and a render's
-    stems stay).  "Clear finished" drops the rows of every job that ended."""
+    failure waits for Retry) and, of each kind (separation, chain re-render, teaching), the
+    ``keep_finished`` done or cancelled ones that ended last, so many re-renders never push a render
+    out; the rows of those that ended earlier are dropped (the session's job log keeps their records,
+    and a render's stems stay).  "Clear finished" drops the rows of every job that ended."""
 
     cancelRequested = pyqtSignal(str)   # job id
     retryRequested = pyqtSignal(str)
 
-    KEEP_FINISHED = 20
+    KEEP_FINISHED = 10   # finished rows shown per kind of job
     ACTIVE = ("pending", "running")
 
     def __init__(self, parent=None, keep_finished: int = KEEP_FINISHED):
         super().__init__("Jobs", parent)
         self.keep_finished = max(0, int(keep_finished))
         self.rows: dict[str, JobRow] = {}   # oldest first
-        self._ended: list[str] = []         # the done / cancelled rows, in the order they ended
+        self._ended: dict[str, list[str]] = {}   # job kind -> its done / cancelled rows, in the order they ended
         self.dropped = 0                    # finished rows dropped since the last clear()
         outer = QVBoxLayout(self)
         head = QHBoxLayout()
         self.more = QLabel("")
         self.more.setObjectName("hint")
         head.addWidget(self.more, 1)
-        self.clear_btn = QToolButton(text="Clear finished")
+        self.clear_btn = QPushButton("Clear finished")
+        self.clear_btn.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.clear_btn.setToolTip("Remove the rows of jobs that ended (their stems stay in the session)")
         self.clear_btn.clicked.connect(self.clear_finished)
         head.addWidget(self.clear_btn)
@@ -501,20 +503,22 @@ class JobPanel(QGroupBox):
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
         row.update_job(job, eta, stage)
+        ended = self._ended.setdefault(getattr(job, "kind", ""), [])
         if row.state in ("done", "cancelled"):
-            if job.id not in self._ended:
-                self._ended.append(job.id)
-        elif job.id in self._ended:          # retried
-            self._ended.remove(job.id)
-        while len(self._ended) > self.keep_finished:   # the rows that ended first go first
-            self._drop(self._ended[0])
+            if job.id not in ended:
+                ended.append(job.id)
+        elif job.id in ended:                # retried
+            ended.remove(job.id)
+        while len(ended) > self.keep_finished:   # the rows that ended first go first
+            self._drop(ended[0])
             self.dropped += 1
         self._show_counts()
 
     def _drop(self, job_id: str):
         row = self.rows.pop(job_id)
-        if job_id in self._ended:
-            self._ended.remove(job_id)
+        for ended in self._ended.values():
+            if job_id in ended:
+                ended.remove(job_id)
         row.setParent(None)
         row.deleteLater()
 

@@ -151,8 +151,8 @@ def test_a_render_the_window_cannot_add_marks_its_job_failed(tmp_path, make_wind
 
 
 def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp_path, make_window, qtbot):
-    """Every re-render adds a job: the panel keeps the waiting / running / failed ones and the newest
-    finished ones, "Clear finished" empties it; the session's job log, its file, undo and the dirty
+    """Every re-render adds a job: the panel keeps the waiting / running / failed ones and, per kind, the
+    newest finished ones; "Clear finished" empties it; the session's job log, its file, undo and the dirty
     flag are not touched by either."""
     from plugin_bridge.session.model import Session
 
@@ -169,16 +169,17 @@ def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp
     failed = w.rerender_chain(stem.id, wait=True)                       # fails at render time
     qtbot.waitUntil(lambda: failed in panel.rows and panel.rows[failed].state == "failed", timeout=5000)
     assert [j.status for j in s.jobs] == ["done"] * 6 + ["failed"]
-    # shown: the failed job (it waits for Retry) and the three newest finished; the older ones are counted
-    assert list(panel.rows) == reruns[2:] + [failed]
-    assert panel.more.text() == "3 older finished jobs not shown" and not panel.more.isHidden()
-    assert render.id not in panel.rows and w._job_eta == {}
+    # shown: the failed job (it waits for Retry), the render (re-renders do not push it out) and the three
+    # re-renders that ended last; the older ones are counted
+    assert list(panel.rows) == [render.id] + reruns[2:] + [failed]
+    assert panel.more.text() == "2 older finished jobs not shown" and not panel.more.isHidden()
+    assert w._job_eta == {}
     assert w.save()
     assert [j.id for j in Session.load(s.path).jobs] == [render.id] + reruns + [failed]
     # reopened, the panel shows the same bounded view of the full log
     assert w.open_path(s.path)
     s2 = w.session
-    assert len(s2.jobs) == 7 and list(panel.rows) == reruns[2:] + [failed]
+    assert len(s2.jobs) == 7 and list(panel.rows) == [render.id] + reruns[2:] + [failed]
     assert panel.clear_btn.isEnabled()
     QTest.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
     assert panel.rows == {} and panel.more.text() == "" and not panel.empty.isHidden()

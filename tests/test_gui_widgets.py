@@ -129,6 +129,16 @@ def test_job_panel_keeps_active_and_failed_rows_and_the_newest_finished(qtbot):
     panel.update_job(running, "Plugin chain on a stem")
     assert list(panel.rows) == [running.id, failed.id, done[3].id]
     assert panel.more.text() == "3 older finished jobs not shown"
+    # each kind is bounded on its own: re-renders never push a finished render (or teach) out
+    render = JobRecord(region_id="r1", status="done")
+    teach = JobRecord(kind="learn", status="cancelled")
+    panel.update_job(render, "R1 on dialogue: speech")
+    panel.update_job(teach, "Teach @hum")
+    for j in done[:2]:
+        j.id = JobRecord().id
+        panel.update_job(j, "Plugin chain on a stem")
+    assert list(panel.rows) == [failed.id, render.id, teach.id, done[0].id, done[1].id]
+    assert panel.more.text() == "5 older finished jobs not shown"
     pending = JobRecord(kind="rerender", track_id="t")
     panel.update_job(pending, "Plugin chain on a stem")
     _click(panel.clear_btn)
