@@ -499,6 +499,28 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     d2.reject()
 
 
+
+def test_closed_settings_and_chain_dialogs_are_deleted(tmp_path, make_window, qtbot, monkeypatch):
+    """Each opening builds a dialog; closing it (OK, Cancel) must not leave it alive in the window."""
+    from plugin_bridge.gui.chain_editor import ChainEditor
+    from plugin_bridge.gui.settings import SettingsDialog
+    import plugin_bridge.gui.mainwindow.window as mw_window
+
+    monkeypatch.setattr(mw_window, "list_output_devices", lambda: [(0, "Built-in")])
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    _render(w, qtbot)
+    stem = next(t for t in w.session.tracks if t.kind == "stem")
+    for _ in range(3):
+        w.settings_dialog().reject()
+        w.edit_chain(stem.id).accept()
+    w.settings_dialog()
+    w.edit_chain(stem.id)           # opening one closes the other
+    qtbot.waitUntil(lambda: not w.findChildren(SettingsDialog) and len(w.findChildren(ChainEditor)) == 1,
+                    timeout=5000)
+    assert isinstance(w.active_dialog, ChainEditor) and w.active_dialog.isVisible()
+
 # --------------------------------------------------------------------------------------------------
 # File > Export DAWproject / RPP
 # --------------------------------------------------------------------------------------------------

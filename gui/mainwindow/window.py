@@ -248,12 +248,14 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         return p
 
     def _show_dialog(self, dlg, on_accept):
-        """Open ``dlg`` window-modal without blocking the event loop; ``on_accept()`` runs on OK."""
+        """Open ``dlg`` window-modal without blocking the event loop; ``on_accept()`` runs on OK.  A
+        dialog that closes is deleted (each opening builds a new one)."""
         if self.active_dialog is not None:
             try:
                 self.active_dialog.close()
             except RuntimeError:
                 pass
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.active_dialog = dlg
         dlg.accepted.connect(on_accept)
         dlg.finished.connect(lambda _r: setattr(self, "active_dialog", None) if self.active_dialog is dlg else None)
