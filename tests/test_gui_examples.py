@@ -275,3 +275,33 @@ def test_a_closed_teach_dialog_no_longer_follows_jobs_and_is_deleted(tmp_path, f
     dlg2 = w.teach_dialog()
     assert w.receivers(w._jobUpdate) == base[0] + 1
     dlg2.close()
+
+
+
+def test_quitting_while_a_sound_is_taught_asks_first(tmp_path, fast_window, qtbot):
+    import threading
+
+    from plugin_bridge.learned import LearnedStore
+    from plugin_bridge.testing import fast_separator
+
+    gate, sep = threading.Event(), fast_separator()
+
+    def factory(backend, device):   # the learn job is "running" while it waits here
+        assert gate.wait(60)
+        return sep
+
+    w = fast_window(factory)
+    dlg = w.teach_dialog()
+    job_id = _start_teach(dlg, "generator hum", _hum_clips(tmp_path / "clips"), 1)
+    qtbot.waitUntil(lambda: w.teach_jobs.session.job(job_id).status == "running", timeout=10000)
+    asked = []
+    w.ask_hook = lambda title, text, buttons: asked.append(text) or QMessageBox.StandardButton.No
+    assert not w.close()                                   # No: the window and the teach stay
+    assert "@generator hum" in asked[0] and w.isVisible()
+    assert w.teach_jobs.session.job(job_id).status == "running"
+    w.ask_hook = lambda title, text, buttons: QMessageBox.StandardButton.Yes
+    queue = w.teach_jobs
+    threading.Timer(0.3, gate.set).start()
+    assert w.close()                                       # Yes: the teach is cancelled, nothing saved
+    qtbot.waitUntil(lambda: queue.session.job(job_id).status == "cancelled", timeout=60000)
+    assert LearnedStore().names() == []

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 
+from PyQt6.QtWidgets import QMessageBox
+
 from plugin_bridge.errors import PluginBridgeError
 from plugin_bridge.gui.mainwindow.messages import pretty
 from plugin_bridge.gui.thread import to_main
@@ -76,6 +78,19 @@ class JobsGlue:
             scratch = Session(name="Teaching")
             self.teach_jobs = self._new_queue(scratch, History(scratch))
         return self.teach_jobs
+
+    def _may_stop_teaching(self) -> bool:
+        """Quitting cancels a teach that has not finished: ask first.  False (No, or no answer) keeps
+        the window open."""
+        busy = [j for j in (self.teach_jobs.session.jobs if self.teach_jobs else [])
+                if j.status in ("pending", "running")]
+        if not busy:
+            return True
+        names = ", ".join("@" + j.settings.get("name", "") for j in busy)
+        ans = self.ask("Teaching a sound", f"Teaching {names} has not finished.\n\n"
+                       "Quit anyway? The teach is cancelled and nothing is saved.",
+                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        return ans == QMessageBox.StandardButton.Yes
 
     def _queues(self) -> list:
         return [q for q in (self.jobs, self.teach_jobs) if q is not None]

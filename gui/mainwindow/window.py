@@ -279,7 +279,7 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
             self.open_path(os.path.dirname(paths[0]))
 
     def closeEvent(self, ev):
-        if not self.maybe_save():
+        if not self._may_stop_teaching() or not self.maybe_save():
             ev.ignore()
             return
         self.stop()
