@@ -451,7 +451,7 @@ class JobPanel(QGroupBox):
         super().__init__("Jobs", parent)
         self.keep_finished = max(0, int(keep_finished))
         self.rows: dict[str, JobRow] = {}   # oldest first
-        self._ended: dict[str, list[str]] = {}   # job kind -> its done / cancelled rows, in the order they ended
+        self._ended: dict[str, list[str]] = {}   # job kind -> its done / cancelled rows, in ending order
         self.dropped = 0                    # finished rows dropped since the last clear()
         outer = QVBoxLayout(self)
         head = QHBoxLayout()
@@ -503,7 +503,7 @@ class JobPanel(QGroupBox):
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
         row.update_job(job, eta, stage)
-        ended = self._ended.setdefault(getattr(job, "kind", ""), [])
+        ended = self._ended.setdefault(job.kind, [])
         if row.state in ("done", "cancelled"):
             if job.id not in ended:
                 ended.append(job.id)

@@ -1,5 +1,6 @@
-"""The widgets alone (no MainWindow): each user action on the query panel, the jobs panel and the timeline
-leaves as the documented signal, with the ids and values the window's edits need (offscreen Qt)."""
+"""The widgets alone (no MainWindow): each user action on the query panel, the jobs panel, the timeline and
+the teach dialog leaves as the documented signal, with the ids and values the window's edits need
+(offscreen Qt)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -37,8 +38,11 @@ def _recorder(*signals):
     return got
 
 
-def _click(w):
-    QTest.mouseClick(w, Qt.MouseButton.LeftButton)
+def _click(w, at: QPoint | None = None):
+    if at is None:
+        QTest.mouseClick(w, Qt.MouseButton.LeftButton)
+    else:
+        QTest.mouseClick(w, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
 
 
 def _type(edit, text):
@@ -175,16 +179,15 @@ def test_timeline_reports_seek_region_and_lane_button_actions(timeline, qtbot):
     seek, drawn, clicked, mute, solo, menu = _recorder(tl.seekRequested, tl.regionDrawn, tl.regionClicked,
                                                        tl.muteToggled, tl.soloToggled, tl.contextMenuRequested)
     # a click on the ruler at 1 s seeks there (to the pixel)
-    QTest.mouseClick(tl.ruler, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     QPoint(int(ax.x_of(RATE)), tl.ruler.height() // 2))
+    _click(tl.ruler, QPoint(int(ax.x_of(RATE)), tl.ruler.height() // 2))
     assert len(seek) == 1 and abs(seek[0][0] - RATE) <= ax.fpp
     # a click on a lane outside any region seeks too, and selects nothing
     lane = tl.rows[src.id].view
     y = lane.height() // 2
-    QTest.mouseClick(lane, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(ax.x_of(RATE // 2)), y))
+    _click(lane, QPoint(int(ax.x_of(RATE // 2)), y))
     assert len(seek) == 2 and abs(seek[1][0] - RATE // 2) <= ax.fpp and clicked == []
     # a click inside the region selects it
-    QTest.mouseClick(lane, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(ax.x_of(3 * RATE)), y))
+    _click(lane, QPoint(int(ax.x_of(3 * RATE)), y))
     assert clicked == [(s.regions[0].id,)]
     # a drag across the lane draws a new region on its track, in session frames
     x0, x1 = int(ax.x_of(0.5 * RATE)), int(ax.x_of(1.5 * RATE))
@@ -203,3 +206,35 @@ def test_timeline_reports_seek_region_and_lane_button_actions(timeline, qtbot):
     assert mute == [(src.id, True)] and solo == [(src.id, True), (src.id, False)]
     _click(tl.rows[stem.id].header.menu_btn)
     assert [m[0] for m in menu] == [stem.id]
+
+
+def test_teach_dialog_asks_for_a_job_and_follows_only_its_own(qtbot):
+    from plugin_bridge.gui.teach import TeachDialog
+
+    dlg = TeachDialog()
+    qtbot.addWidget(dlg)
+    dlg.show()
+    start, cancel = _recorder(dlg.start_requested, dlg.cancel_requested)
+    _click(dlg.start_btn)
+    assert start == [] and dlg.status.text() == "Give the sound a name."
+    QTest.keyClicks(dlg.name, "@ generator hum")
+    _click(dlg.start_btn)
+    assert start == [] and dlg.status.text() == "Choose the folder with clips of the sound."
+    QTest.keyClicks(dlg.clips, "/clips/hum")
+    dlg.steps.setValue(40)
+    _click(dlg.start_btn)
+    assert start == [("generator hum", "/clips/hum", None, 40)]
+    assert not dlg.start_btn.isEnabled() and not dlg.close_btn.isEnabled() and not dlg.name.isEnabled()
+    dlg.watch("job-1")
+    other = JobRecord(kind="learn", id="job-2", status="failed", error="not mine")
+    dlg.job_updated(other, None)                       # another job's update changes nothing here
+    assert dlg.running and dlg.status.text() == "Reading clips…"
+    dlg.job_progress(SimpleNamespace(job_id="job-1", fraction=0.25, detail="Step 10/40  loss 0.3"))
+    assert dlg.bar.value() == 250 and dlg.status.text() == "Step 10/40  loss 0.3"
+    QTest.keyClick(dlg, Qt.Key.Key_Escape)             # closing while it runs asks to cancel instead
+    assert dlg.isVisible() and cancel == [("job-1",)] and dlg.status.text() == "Cancelling…"
+    dlg.job_updated(JobRecord(kind="learn", id="job-1", status="cancelled"), None)
+    assert not dlg.running and dlg.start_btn.isEnabled() and dlg.close_btn.isEnabled()
+    assert dlg.status.text() == "Cancelled; nothing was saved."
+    _click(dlg.close_btn)
+    assert not dlg.isVisible()

@@ -169,7 +169,7 @@ class JobsGlue:
             q.retry(job_id)
 
     def _on_job_progress(self, p):
-        q, job = self._find_job(p.job_id)
+        _q, job = self._find_job(p.job_id)
         if job is None or job.status not in ("pending", "running"):
             return   # a late report of a job that ended (or of a closed session's queue)
         self._job_eta[p.job_id] = (p.eta_seconds, p.stage)
