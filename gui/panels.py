@@ -39,6 +39,9 @@ class StemList(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        # long stem and file names are shortened in the middle (the tooltip has the whole path), not cut
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
 
@@ -237,7 +240,7 @@ class QueryPanel(QGroupBox):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(holder)
-        scroll.setMinimumHeight(150)
+        scroll.setMinimumHeight(70)   # one query row; the panel grows with the window
         lay.addWidget(scroll, 1)
         self.rows_box.addStretch(1)
         bottom = QHBoxLayout()

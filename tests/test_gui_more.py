@@ -190,6 +190,26 @@ def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp
     qtbot.waitUntil(lambda: job in panel.rows and panel.rows[job].state == "failed", timeout=5000)
     assert list(panel.rows) == [job] and panel.empty.isHidden()
 
+
+def test_in_a_small_window_a_job_row_and_long_stem_names_are_shown_whole_or_elided(tmp_path, make_window, qtbot):
+    """At 1100 x 700 the jobs panel still shows a whole job row (title, bar, state), and the stems list
+    shortens long names instead of cutting them at its edge."""
+    folder, _a, _b = _folder(tmp_path)
+    os.rename(os.path.join(folder, "01 dialogue.wav"),
+              os.path.join(folder, "01 location sound boom microphone dialogue take 3.wav"))
+    w = make_window()
+    w.resize(1100, 700)
+    w.open_path(folder)
+    job = _render(w, qtbot, queries=("a man speaking loudly over traffic noise",))
+    qtbot.waitUntil(lambda: job.id in w.job_panel.rows and w.job_panel.rows[job.id].state == "done", timeout=5000)
+    row = w.job_panel.rows[job.id]
+    qtbot.waitUntil(lambda: row.isVisible(), timeout=5000)
+    for part in (row.title, row.bar, row.status):
+        assert part.visibleRegion().boundingRect().size() == part.size(), part.objectName()
+    stems = w.stem_list
+    assert stems.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert stems.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+
 # --------------------------------------------------------------------------------------------------
 # keyboard shortcuts
 # --------------------------------------------------------------------------------------------------
