@@ -191,6 +191,37 @@ def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp
     assert list(panel.rows) == [job] and panel.empty.isHidden()
 
 
+def test_a_rerender_already_waiting_is_not_queued_twice_and_uses_the_newest_chain(tmp_path, make_window, qtbot):
+    import threading
+
+    import soundfile as sf
+
+    folder, _a, _b = _folder(tmp_path)
+    sep, gate = NumpySeparator(), threading.Event()
+
+    def factory(backend, device):      # a separation that holds the queue until the gate opens
+        if sep.calls:
+            assert gate.wait(30)
+        return sep
+    w = make_window(factory)
+    w.open_path(folder)
+    s = w.session
+    _render(w, qtbot)
+    stem = next(t for t in s.tracks if t.kind == "stem")
+    raw_path = stem.path
+    raw, _r = sf.read(raw_path, dtype="float64", always_2d=True)
+    busy = w.run_current()                                 # runs, waiting at the gate
+    qtbot.waitUntil(lambda: s.job(busy.id).status == "running", timeout=5000)
+    first = w.rerender_chain(stem.id)
+    w.history.set_chain(stem.id, [{"type": "gain", "params": {"gain_db": 6.0}}])
+    assert w.rerender_chain(stem.id) == first              # the waiting one covers the new chain
+    assert [j.kind for j in s.jobs].count("rerender") == 1
+    gate.set()
+    qtbot.waitUntil(lambda: s.job(first).status == "done" and s.track(stem.id).path != raw_path, timeout=15000)
+    y, _r = sf.read(s.track(stem.id).path, dtype="float64", always_2d=True)
+    assert np.max(np.abs(y - 10 ** (6 / 20) * raw)) < 1e-6
+
+
 def test_in_a_small_window_a_job_row_and_long_stem_names_are_shown_whole_or_elided(tmp_path, make_window, qtbot):
     """At 1100 x 700 the jobs panel still shows a whole job row (title, bar, state), and the stems list
     shortens long names instead of cutting them at its edge."""
