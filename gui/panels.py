@@ -39,6 +39,9 @@ class StemList(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        # long stem and file names are shortened in the middle (the tooltip has the whole path), not cut
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
 
@@ -237,7 +240,7 @@ class QueryPanel(QGroupBox):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(holder)
-        scroll.setMinimumHeight(150)
+        scroll.setMinimumHeight(70)   # one query row; the panel grows with the window
         lay.addWidget(scroll, 1)
         self.rows_box.addStretch(1)
         bottom = QHBoxLayout()
@@ -409,12 +412,12 @@ class JobRow(QFrame):
         self.update_job(job)
 
     def update_job(self, job, eta=None, stage=None):
-        st = job.status
+        st = self.state = job.status
         self.bar.setValue(int(job.progress * 1000))
         self.cancel.setVisible(st in ("pending", "running"))
         self.retry.setVisible(st in ("failed", "cancelled"))
         if st == "running":
-            txt = f"{stage or 'separating'} {job.progress * 100:.0f} %"
+            txt = f"{stage or 'starting'} {job.progress * 100:.0f} %"
             if eta is not None:
                 txt += f" · about {fmt_time(eta, False)} left"
         elif st == "pending":
@@ -433,15 +436,37 @@ class JobRow(QFrame):
 
 
 class JobPanel(QGroupBox):
-    """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals."""
+    """One row per job given to ``update_job`` (newest first); Cancel / Retry leave as signals.
+
+    The panel is a view of the job logs, bounded: it keeps every waiting, running and failed job (a
+    failure waits for Retry) and, of each kind (separation, chain re-render, teaching), the
+    ``keep_finished`` done or cancelled ones that ended last, so many re-renders never push a render
+    out; the rows of those that ended earlier are dropped (the session's job log keeps their records,
+    and a render's stems stay).  "Clear finished" drops the rows of every job that ended."""
 
     cancelRequested = pyqtSignal(str)   # job id
     retryRequested = pyqtSignal(str)
 
-    def __init__(self, parent=None):
+    KEEP_FINISHED = 10   # finished rows shown per kind of job
+    ACTIVE = ("pending", "running")
+
+    def __init__(self, parent=None, keep_finished: int = KEEP_FINISHED):
         super().__init__("Jobs", parent)
-        self.rows: dict[str, JobRow] = {}
+        self.keep_finished = max(0, int(keep_finished))
+        self.rows: dict[str, JobRow] = {}   # oldest first
+        self._ended: dict[str, list[str]] = {}   # job kind -> its done / cancelled rows, in ending order
+        self.dropped = 0                    # finished rows dropped since the last clear()
         outer = QVBoxLayout(self)
+        head = QHBoxLayout()
+        self.more = QLabel("")
+        self.more.setObjectName("hint")
+        head.addWidget(self.more, 1)
+        self.clear_btn = QPushButton("Clear finished")
+        self.clear_btn.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.clear_btn.setToolTip("Remove the rows of jobs that ended (their stems stay in the session)")
+        self.clear_btn.clicked.connect(self.clear_finished)
+        head.addWidget(self.clear_btn)
+        outer.addLayout(head)
         self.box = QVBoxLayout()
         self.box.setSpacing(4)
         holder = QWidget()
@@ -455,13 +480,22 @@ class JobPanel(QGroupBox):
         self.empty = QLabel("No renders yet.")
         self.empty.setObjectName("hint")
         outer.addWidget(self.empty)
+        self._show_counts()
 
     def clear(self):
-        for r in self.rows.values():
-            r.setParent(None)
-            r.deleteLater()
-        self.rows = {}
-        self.empty.setVisible(True)
+        for job_id in list(self.rows):
+            self._drop(job_id)
+        self.dropped = 0
+        self.empty.setText("No renders yet.")
+        self._show_counts()
+
+    def clear_finished(self):
+        """Drop the rows of every job that is neither waiting nor running."""
+        for job_id in [j for j, r in self.rows.items() if r.state not in self.ACTIVE]:
+            self._drop(job_id)
+        self.dropped = 0
+        self.empty.setText("No jobs running.")
+        self._show_counts()
 
     def update_job(self, job, title: str, eta=None, stage=None):
         row = self.rows.get(job.id)
@@ -471,5 +505,28 @@ class JobPanel(QGroupBox):
             row.retryRequested.connect(self.retryRequested)
             self.box.insertWidget(0, row)
             self.rows[job.id] = row
-            self.empty.setVisible(False)
         row.update_job(job, eta, stage)
+        ended = self._ended.setdefault(job.kind, [])
+        if row.state in ("done", "cancelled"):
+            if job.id not in ended:
+                ended.append(job.id)
+        elif job.id in ended:                # retried
+            ended.remove(job.id)
+        while len(ended) > self.keep_finished:   # the rows that ended first go first
+            self._drop(ended[0])
+            self.dropped += 1
+        self._show_counts()
+
+    def _drop(self, job_id: str):
+        row = self.rows.pop(job_id)
+        for ended in self._ended.values():
+            if job_id in ended:
+                ended.remove(job_id)
+        row.setParent(None)
+        row.deleteLater()
+
+    def _show_counts(self):
+        self.empty.setVisible(not self.rows)
+        self.more.setText(f"{self.dropped} older finished job{'s' if self.dropped != 1 else ''} not shown"
+                          if self.dropped else "")
+        self.clear_btn.setEnabled(any(r.state not in self.ACTIVE for r in self.rows.values()))

@@ -42,6 +42,29 @@ def window(qtbot, default_separator):
     w.close()
 
 
+@pytest.fixture
+def fast_window(qtbot):
+    """make(factory=None): a shown window over the fast test separator (or ``factory``)."""
+    from plugin_bridge.gui.app import create_app
+    from plugin_bridge.gui.mainwindow import MainWindow
+    from plugin_bridge.testing import fast_separator
+
+    create_app()
+    wins, sep = [], fast_separator()
+
+    def make(factory=None):
+        w = MainWindow(separator_factory=factory or (lambda b, d: sep))
+        w.ask_hook = lambda title, text, buttons: QMessageBox.StandardButton.Discard
+        qtbot.addWidget(w)
+        w.show()
+        wins.append(w)
+        return w
+    yield make
+    for w in wins:
+        w.ask_hook = lambda *a: QMessageBox.StandardButton.Discard
+        w.close()
+
+
 def _hum(seconds, rate, f0=120.0, amp=0.2):
     t = np.arange(int(seconds * rate)) / rate
     return (amp * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))).astype(np.float32)
@@ -146,7 +169,7 @@ def test_teach_a_sound_dialog_learns_and_cancel_saves_nothing(tmp_path, window, 
     assert LearnedStore().get("generator hum").kind == "learned"
     assert w.query_panel.learned.findData("generator hum") >= 0
     # it ran as a learn job of the window's queue, shown in the jobs panel like a render
-    lj = w.jobs.session.jobs[-1]
+    lj = w.teach_jobs.session.jobs[-1]
     assert lj.kind == "learn" and lj.status == "done" and lj.settings["steps"] == 2
     assert w.job_panel.rows[lj.id].title.text() == "Teach @generator hum"
     # a second, long run cancelled after its first step: nothing is saved
@@ -158,8 +181,127 @@ def test_teach_a_sound_dialog_learns_and_cancel_saves_nothing(tmp_path, window, 
     QTest.mouseClick(dlg.cancel_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dlg.start_btn.isEnabled(), timeout=300000)
     assert dlg.status.text() == "Cancelled; nothing was saved."
-    assert w.jobs.session.jobs[-1].status == "cancelled"
+    assert w.teach_jobs.session.jobs[-1].status == "cancelled"
     assert LearnedStore().names() == ["generator hum"]
     assert not [n for n in os.listdir(LearnedStore().root) if n.startswith(".")]  # no temporary left
     QTest.mouseClick(dlg.close_btn, Qt.MouseButton.LeftButton)
-    assert not dlg.isVisible()
+    assert not dlg.isVisible() and w._teach is None
+
+
+
+def _hum_clips(folder):
+    import soundfile as sf
+
+    folder.mkdir()
+    for i, f in enumerate((110, 118, 114)):
+        sf.write(folder / f"hum{i}.wav", _hum(1.5, 22050, f), 22050)
+    return str(folder)
+
+
+def _start_teach(dlg, name, clips, steps):
+    dlg.name.setText("")
+    QTest.keyClicks(dlg.name, name)
+    dlg.clips.setText("")
+    QTest.keyClicks(dlg.clips, clips)
+    dlg.steps.setValue(steps)
+    QTest.mouseClick(dlg.start_btn, Qt.MouseButton.LeftButton)
+    assert dlg.job_id is not None, dlg.status.text()
+    return dlg.job_id
+
+
+def test_opening_a_session_while_a_sound_is_taught_lets_the_teach_finish(tmp_path, fast_window, qtbot):
+    """Teaching needs no session: opening one (or another) while a teach runs must not cancel it; it
+    finishes, is saved to the learned store and shows as done in the jobs panel and the dialog."""
+    import threading
+
+    import soundfile as sf
+
+    from plugin_bridge.learned import LearnedStore
+    from plugin_bridge.testing import fast_separator
+
+    clips = _hum_clips(tmp_path / "clips")
+    folders = [tmp_path / "proj", tmp_path / "proj2"]
+    for f in folders:
+        f.mkdir()
+        sf.write(f / "01 dialogue.wav", _hum(2.0, RATE, 220.0), RATE, subtype="FLOAT")
+    gate, sep = threading.Event(), fast_separator()
+
+    def factory(backend, device):   # the learn job is "running" while it waits here
+        assert gate.wait(60)
+        return sep
+
+    w = fast_window(factory)
+    dlg = w.teach_dialog()
+    job_id = _start_teach(dlg, "generator hum", clips, 1)
+    qtbot.waitUntil(lambda: job_id in w.job_panel.rows and "0 %" in w.job_panel.rows[job_id].status.text(),
+                    timeout=10000)
+    assert w.open_path(str(folders[0]))       # a session opens while the teach runs
+    assert w.session is not None and len(w.session.tracks) == 1
+    assert w.open_path(str(folders[1]))       # and another one
+    assert not w.job_panel.rows[job_id].cancel.isHidden()   # still shown, still running
+    gate.set()
+    qtbot.waitUntil(lambda: not dlg.cancel_btn.isEnabled(), timeout=300000)
+    assert dlg.status.text().startswith("Saved @generator hum"), dlg.status.text()
+    assert LearnedStore().get("generator hum").kind == "learned"
+    assert w.query_panel.learned.findData("generator hum") >= 0
+    assert w.job_panel.rows[job_id].status.text() == "done"
+    assert w.job_panel.rows[job_id].title.text() == "Teach @generator hum"
+    # a learned query belongs to the user, not to the session: the session's job log holds no teach
+    assert all(j.kind != "learn" for j in w.session.jobs)
+
+
+def test_a_closed_teach_dialog_no_longer_follows_jobs_and_is_deleted(tmp_path, fast_window, qtbot):
+    from PyQt6 import sip
+
+    w = fast_window()
+    base = (w.receivers(w._jobUpdate), w.receivers(w._jobProgress))
+    dlg = w.teach_dialog()
+    assert (w.receivers(w._jobUpdate), w.receivers(w._jobProgress)) == (base[0] + 1, base[1] + 1)
+    job_id = _start_teach(dlg, "door", str(tmp_path / "missing"), 2)     # fails at once: no such folder
+    qtbot.waitUntil(lambda: dlg.start_btn.isEnabled(), timeout=60000)
+    assert "missing" in dlg.status.text(), dlg.status.text()
+    row = w.job_panel.rows[job_id]
+    assert row.status.text().startswith("failed: ") and not row.retry.isHidden()
+    QTest.mouseClick(dlg.close_btn, Qt.MouseButton.LeftButton)
+    assert (w.receivers(w._jobUpdate), w.receivers(w._jobProgress)) == base
+    qtbot.waitUntil(lambda: sip.isdeleted(dlg), timeout=5000)
+    assert w._teach is None
+    # the job lives on in the panel; its updates reach the window, not the closed dialog (an exception
+    # in a slot would fail this test)
+    QTest.mouseClick(row.retry, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.teach_jobs.session.job(job_id).status == "failed" and
+                    row.status.text().startswith("failed: "), timeout=60000)
+    # a dialog open again follows its own job only
+    dlg2 = w.teach_dialog()
+    assert w.receivers(w._jobUpdate) == base[0] + 1
+    dlg2.close()
+
+
+
+def test_quitting_while_a_sound_is_taught_asks_first(tmp_path, fast_window, qtbot):
+    import threading
+
+    from plugin_bridge.learned import LearnedStore
+    from plugin_bridge.testing import fast_separator
+
+    gate, sep = threading.Event(), fast_separator()
+
+    def factory(backend, device):   # the learn job is "running" while it waits here
+        assert gate.wait(60)
+        return sep
+
+    w = fast_window(factory)
+    dlg = w.teach_dialog()
+    job_id = _start_teach(dlg, "generator hum", _hum_clips(tmp_path / "clips"), 1)
+    qtbot.waitUntil(lambda: w.teach_jobs.session.job(job_id).status == "running", timeout=10000)
+    asked = []
+    w.ask_hook = lambda title, text, buttons: asked.append(text) or QMessageBox.StandardButton.No
+    assert not w.close()                                   # No: the window and the teach stay
+    assert "@generator hum" in asked[0] and w.isVisible()
+    assert w.teach_jobs.session.job(job_id).status == "running"
+    w.ask_hook = lambda title, text, buttons: QMessageBox.StandardButton.Yes
+    queue = w.teach_jobs
+    threading.Timer(0.3, gate.set).start()
+    assert w.close()                                       # Yes: the teach is cancelled, nothing saved
+    qtbot.waitUntil(lambda: queue.session.job(job_id).status == "cancelled", timeout=60000)
+    assert LearnedStore().names() == []

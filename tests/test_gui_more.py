@@ -149,6 +149,98 @@ def test_a_render_the_window_cannot_add_marks_its_job_failed(tmp_path, make_wind
     assert "removed-meanwhile" in s.job(job.id).error and "Traceback" not in s.job(job.id).error
 
 
+
+def test_the_jobs_panel_stays_bounded_and_the_session_keeps_every_job_record(tmp_path, make_window, qtbot):
+    """Every re-render adds a job: the panel keeps the waiting / running / failed ones and, per kind, the
+    newest finished ones; "Clear finished" empties it; the session's job log, its file, undo and the dirty
+    flag are not touched by either."""
+    from plugin_bridge.session.model import Session
+
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    s = w.session
+    panel = w.job_panel
+    panel.keep_finished = 3
+    render = _render(w, qtbot)
+    stem = next(t for t in s.tracks if t.kind == "stem")
+    reruns = [w.rerender_chain(stem.id, wait=True) for _ in range(5)]   # an empty chain: quick, done
+    w.history.set_chain(stem.id, [{"type": "lowpass", "params": {"cutoff_frequency_hz": 24000.0}}])
+    failed = w.rerender_chain(stem.id, wait=True)                       # fails at render time
+    qtbot.waitUntil(lambda: failed in panel.rows and panel.rows[failed].state == "failed", timeout=5000)
+    assert [j.status for j in s.jobs] == ["done"] * 6 + ["failed"]
+    # shown: the failed job (it waits for Retry), the render (re-renders do not push it out) and the three
+    # re-renders that ended last; the older ones are counted
+    assert list(panel.rows) == [render.id] + reruns[2:] + [failed]
+    assert panel.more.text() == "2 older finished jobs not shown" and not panel.more.isHidden()
+    assert w._job_eta == {}
+    assert w.save()
+    assert [j.id for j in Session.load(s.path).jobs] == [render.id] + reruns + [failed]
+    # reopened, the panel shows the same bounded view of the full log
+    assert w.open_path(s.path)
+    s2 = w.session
+    assert len(s2.jobs) == 7 and list(panel.rows) == [render.id] + reruns[2:] + [failed]
+    assert panel.clear_btn.isEnabled()
+    QTest.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.rows == {} and panel.more.text() == "" and not panel.empty.isHidden()
+    assert not panel.clear_btn.isEnabled()
+    assert len(s2.jobs) == 7 and not w.history.dirty
+    # a new job shows again
+    job = w.rerender_chain(stem.id, wait=True)
+    qtbot.waitUntil(lambda: job in panel.rows and panel.rows[job].state == "failed", timeout=5000)
+    assert list(panel.rows) == [job] and panel.empty.isHidden()
+
+
+def test_a_rerender_already_waiting_is_not_queued_twice_and_uses_the_newest_chain(tmp_path, make_window, qtbot):
+    import threading
+
+    import soundfile as sf
+
+    folder, _a, _b = _folder(tmp_path)
+    sep, gate = NumpySeparator(), threading.Event()
+
+    def factory(backend, device):      # a separation that holds the queue until the gate opens
+        if sep.calls:
+            assert gate.wait(30)
+        return sep
+    w = make_window(factory)
+    w.open_path(folder)
+    s = w.session
+    _render(w, qtbot)
+    stem = next(t for t in s.tracks if t.kind == "stem")
+    raw_path = stem.path
+    raw, _r = sf.read(raw_path, dtype="float64", always_2d=True)
+    busy = w.run_current()                                 # runs, waiting at the gate
+    qtbot.waitUntil(lambda: s.job(busy.id).status == "running", timeout=5000)
+    first = w.rerender_chain(stem.id)
+    w.history.set_chain(stem.id, [{"type": "gain", "params": {"gain_db": 6.0}}])
+    assert w.rerender_chain(stem.id) == first              # the waiting one covers the new chain
+    assert [j.kind for j in s.jobs].count("rerender") == 1
+    gate.set()
+    qtbot.waitUntil(lambda: s.job(first).status == "done" and s.track(stem.id).path != raw_path, timeout=15000)
+    y, _r = sf.read(s.track(stem.id).path, dtype="float64", always_2d=True)
+    assert np.max(np.abs(y - 10 ** (6 / 20) * raw)) < 1e-6
+
+
+def test_in_a_small_window_a_job_row_and_long_stem_names_are_shown_whole_or_elided(tmp_path, make_window, qtbot):
+    """At 1100 x 700 the jobs panel still shows a whole job row (title, bar, state), and the stems list
+    shortens long names instead of cutting them at its edge."""
+    folder, _a, _b = _folder(tmp_path)
+    os.rename(os.path.join(folder, "01 dialogue.wav"),
+              os.path.join(folder, "01 location sound boom microphone dialogue take 3.wav"))
+    w = make_window()
+    w.resize(1100, 700)
+    w.open_path(folder)
+    job = _render(w, qtbot, queries=("a man speaking loudly over traffic noise",))
+    qtbot.waitUntil(lambda: job.id in w.job_panel.rows and w.job_panel.rows[job.id].state == "done", timeout=5000)
+    row = w.job_panel.rows[job.id]
+    qtbot.waitUntil(lambda: row.isVisible(), timeout=5000)
+    for part in (row.title, row.bar, row.status):
+        assert part.visibleRegion().boundingRect().size() == part.size(), part.objectName()
+    stems = w.stem_list
+    assert stems.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert stems.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+
 # --------------------------------------------------------------------------------------------------
 # keyboard shortcuts
 # --------------------------------------------------------------------------------------------------
@@ -457,6 +549,28 @@ def test_settings_persist_and_reach_the_next_job(tmp_path, make_window, qtbot, m
     assert d2.custom.isChecked() and d2.ckpt.text() == str(ckpt)
     d2.reject()
 
+
+
+def test_closed_settings_and_chain_dialogs_are_deleted(tmp_path, make_window, qtbot, monkeypatch):
+    """Each opening builds a dialog; closing it (OK, Cancel) must not leave it alive in the window."""
+    from plugin_bridge.gui.chain_editor import ChainEditor
+    from plugin_bridge.gui.settings import SettingsDialog
+    import plugin_bridge.gui.mainwindow.window as mw_window
+
+    monkeypatch.setattr(mw_window, "list_output_devices", lambda: [(0, "Built-in")])
+    folder, _a, _b = _folder(tmp_path)
+    w = make_window()
+    w.open_path(folder)
+    _render(w, qtbot)
+    stem = next(t for t in w.session.tracks if t.kind == "stem")
+    for _ in range(3):
+        w.settings_dialog().reject()
+        w.edit_chain(stem.id).accept()
+    w.settings_dialog()
+    w.edit_chain(stem.id)           # opening one closes the other
+    qtbot.waitUntil(lambda: not w.findChildren(SettingsDialog) and len(w.findChildren(ChainEditor)) == 1,
+                    timeout=5000)
+    assert isinstance(w.active_dialog, ChainEditor) and w.active_dialog.isVisible()
 
 # --------------------------------------------------------------------------------------------------
 # File > Export DAWproject / RPP

@@ -32,10 +32,17 @@ class Chains:
         it shows in the jobs panel with progress, cancel, retry and errors like a separation; the processed
         file (``<base>_fxN``) replaces the lane's audio as one undo step (the unprocessed file stays on disk,
         so undo and a later re-render with another chain start from it); an empty chain goes back to the
-        unprocessed file.  Returns the job id (None when it could not be queued).  ``wait`` blocks until the
+        unprocessed file.  A re-render of the lane already waiting is not queued twice (it reads the chain when
+it starts).  Returns the job id (None when it could not be queued).  ``wait`` blocks until the
         job ended (scripts and tests); the lane changes when the UI thread next runs its event loop."""
         if self.jobs is None:
             return None
+        waiting = next((j.id for j in self.jobs.session.jobs
+                        if j.kind == "rerender" and j.track_id == track_id and j.status == "pending"), None)
+        if waiting is not None:   # it reads the chain when it starts: the newest edit is included
+            self.statusBar().showMessage("A re-render of this lane is already waiting; it uses the current chain",
+                                         5000)
+            return waiting
         try:
             job_id = self.jobs.enqueue_rerender(track_id)
         except PluginBridgeError as exc:

@@ -1,11 +1,13 @@
-"""Jobs panel glue: the window observes the session's ``JobQueue`` (progress and state come back as
-queued Qt signals); separations, chain re-renders and learn jobs all run there.  The session edits a
-job makes are applied on the UI thread.
+"""Jobs panel glue: the window observes its job queues (``JobQueue``; progress and state come back as
+queued Qt signals): the session's runs separations and chain re-renders, the window's own runs teaching
+(see ``JobsGlue``).  The session edits a job makes are applied on the UI thread.
 
 A part of ``MainWindow`` (see ``window.py``): it reads and sets the window's attributes."""
 from __future__ import annotations
 
 import copy
+
+from PyQt6.QtWidgets import QMessageBox
 
 from plugin_bridge.errors import PluginBridgeError
 from plugin_bridge.gui.mainwindow.messages import pretty
@@ -45,28 +47,71 @@ class _UiHistory:
 
 
 class JobsGlue:
-    def _start_jobs(self, s: Session, history: History):
-        """The job queue of ``s``, its worker started; the window observes it through queued signals."""
+    """Two queues of the one job system (``session.jobs.JobQueue``), observed the same way: ``self.jobs``,
+    the open session's (separations and chain re-renders; its job log is saved with the session), and
+    ``self.teach_jobs``, the window's own (teaching a sound: it needs no session and its result goes to
+    the user's learned store, so opening, closing or switching sessions never cancels it)."""
+
+    def _new_queue(self, s: Session, history):
         # lazy: session.jobs imports the engine, which the window's start-up skips
         from plugin_bridge.session.jobs import JobQueue
 
-        self.jobs = JobQueue(s, separator_factory=self._separator, persist=False,
-                             history=_UiHistory(history, self._apply_render, self._apply_track),
-                             on_progress=lambda p: self._jobProgress.emit(p),
-                             on_update=lambda j: self._jobUpdate.emit(copy.copy(j)),
-                             overrides={"backend": self.app_settings.backend, "device": self.app_settings.device})
+        q = JobQueue(s, separator_factory=self._separator, persist=False, history=history,
+                     on_progress=lambda p: self._jobProgress.emit(p),
+                     on_update=lambda j: self._jobUpdate.emit(copy.copy(j)),
+                     overrides={"backend": self.app_settings.backend, "device": self.app_settings.device})
+        q.start()
+        return q
+
+    def _start_jobs(self, s: Session, history: History):
+        """The job queue of ``s``, its worker started; the window observes it through queued signals."""
         for j in s.jobs:  # jobs interrupted by a crash are pending again; let the user start them
             if j.status == "pending":
                 history.set_job(j.id, notify=False, status="cancelled",
                                 error="interrupted (the program closed); press Retry to run it again")
-        self.jobs.start()
+        self.jobs = self._new_queue(s, _UiHistory(history, self._apply_render, self._apply_track))
 
-    def _job_queue(self):
-        """The queue; with no session open, one over a scratch session (jobs that need none: teaching)."""
-        if self.jobs is None:
-            scratch = Session(name="No session")
-            self._start_jobs(scratch, History(scratch))
-        return self.jobs
+    def _teach_queue(self):
+        """The window's queue for teaching, over a session of its own (started on first use; stopped
+        when the window closes)."""
+        if self.teach_jobs is None:
+            scratch = Session(name="Teaching")
+            self.teach_jobs = self._new_queue(scratch, History(scratch))
+        return self.teach_jobs
+
+    def _may_stop_teaching(self) -> bool:
+        """Quitting cancels a teach that has not finished: ask first.  False (No, or no answer) keeps
+        the window open."""
+        busy = [j for j in (self.teach_jobs.session.jobs if self.teach_jobs else [])
+                if j.status in ("pending", "running")]
+        if not busy:
+            return True
+        names = ", ".join("@" + j.settings.get("name", "") for j in busy)
+        ans = self.ask("Teaching a sound", f"Teaching {names} has not finished.\n\n"
+                       "Quit anyway? The teach is cancelled and nothing is saved.",
+                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        return ans == QMessageBox.StandardButton.Yes
+
+    def _queues(self) -> list:
+        return [q for q in (self.jobs, self.teach_jobs) if q is not None]
+
+    def _find_job(self, job_id: str):
+        """(queue, job record) of ``job_id`` in the session's or the teach queue; (None, None) if neither has it."""
+        for q in self._queues():
+            try:
+                return q, q.session.job(job_id)
+            except PluginBridgeError:
+                continue
+        return None, None
+
+    def _job_result(self, job_id: str):
+        q, _job = self._find_job(job_id)
+        return q.results.get(job_id) if q is not None else None
+
+    def _all_jobs(self) -> list:
+        """Every job of both queues, oldest first (the order the jobs panel shows them in, newest on top)."""
+        jobs = [j for q in self._queues() for j in q.session.jobs]
+        return sorted(jobs, key=lambda j: j.created or "")
 
     def _separator(self, backend: str, device: str):
         """Called in the job worker thread: the injected factory, else the model of the settings."""
@@ -111,24 +156,23 @@ class JobsGlue:
         return f"{where}: " + ", ".join(q.display for q in job.queries)
 
     def cancel_job(self, job_id: str):
-        if self.jobs:
+        q, _job = self._find_job(job_id)
+        if q is not None:
             try:
-                self.jobs.cancel(job_id)
+                q.cancel(job_id)
             except PluginBridgeError as exc:
                 self.show_error(pretty(exc))
 
     def retry_job(self, job_id: str):
-        if self.jobs:
-            self.jobs.retry(job_id)
+        q, _job = self._find_job(job_id)
+        if q is not None:
+            q.retry(job_id)
 
     def _on_job_progress(self, p):
+        _q, job = self._find_job(p.job_id)
+        if job is None or job.status not in ("pending", "running"):
+            return   # a late report of a job that ended (or of a closed session's queue)
         self._job_eta[p.job_id] = (p.eta_seconds, p.stage)
-        if self.jobs is None:
-            return
-        try:
-            job = self.jobs.session.job(p.job_id)
-        except PluginBridgeError:
-            return
         self.job_panel.update_job(job, self._job_title(job), p.eta_seconds, p.stage)
 
     def _on_job_update(self, job):
@@ -137,7 +181,10 @@ class JobsGlue:
             err = self._render_errors.pop(job.id)
             self._edit(lambda: self.history.set_job(job.id, status="failed", error=err, stem_ids=[]))
             job = copy.copy(self.session.job(job.id))
-        eta, stage = self._job_eta.get(job.id, (None, None))
+        if job.status in ("pending", "running"):
+            eta, stage = self._job_eta.get(job.id, (None, None))
+        else:
+            eta, stage = self._job_eta.pop(job.id, (None, None))   # kept only while a job runs
         self.job_panel.update_job(job, self._job_title(job), eta, stage)
         if job.status == "failed":
             msg = job.error

@@ -9,6 +9,7 @@ from PyQt6.QtWidgets import QInputDialog, QMenu
 
 from plugin_bridge.errors import PluginBridgeError
 from plugin_bridge.gui.mainwindow.messages import pretty
+from plugin_bridge.gui.teach import TeachDialog
 from plugin_bridge.gui.timeline import fmt_time
 from plugin_bridge.session.model import QuerySpec, Region
 
@@ -206,23 +207,36 @@ class Regions:
         return name
 
     def teach_dialog(self):
-        from plugin_bridge.gui.teach import TeachDialog
-
+        """Edit > Teach a Sound (non-blocking): the dialog's request becomes a learn job of the window's
+        teach queue (it keeps running when a session is opened meanwhile).  The dialog follows the job
+        through the window's job signals while it is open; closing it disconnects and deletes it."""
         dlg = TeachDialog(self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)   # done() (Close, Esc) deletes it
 
         def start(name, clips, background, steps):
             try:
-                job_id = self._job_queue().enqueue_learn(name, clips, background, steps)
+                job_id = self._teach_queue().enqueue_learn(name, clips, background, steps)
             except PluginBridgeError as exc:
                 dlg.refused(pretty(exc))
                 return
             dlg.watch(job_id)
-            job = self.jobs.session.job(job_id)
+            job = self.teach_jobs.session.job(job_id)
             self.job_panel.update_job(job, self._job_title(job))
+
+        def updated(job):
+            dlg.job_updated(job, self._job_result(job.id))
+
+        def finished(_result):
+            self._jobProgress.disconnect(dlg.job_progress)
+            self._jobUpdate.disconnect(updated)
+            if self._teach is dlg:
+                self._teach = None
+
         dlg.start_requested.connect(start)
         dlg.cancel_requested.connect(self.cancel_job)
         self._jobProgress.connect(dlg.job_progress)
-        self._jobUpdate.connect(lambda j: dlg.job_updated(j, self.jobs.results.get(j.id) if self.jobs else None))
+        self._jobUpdate.connect(updated)
+        dlg.finished.connect(finished)
         self._teach = dlg
         dlg.setModal(False)
         dlg.show()

@@ -97,9 +97,9 @@ class SessionIO:
         self.autosaver = Autosaver(self.history, every_edits=10, every_seconds=30)
         self._start_jobs(s, self.history)
         self._remove_stale_partials(s)
-        self.job_panel.clear()
-        for j in s.jobs:
-            self.job_panel.update_job(j, self._job_title(j))
+        self.job_panel.clear()    # the closed session's jobs go; a teach still running stays
+        for j in self._all_jobs():
+            self.job_panel.update_job(j, self._job_title(j), *self._job_eta.get(j.id, (None, None)))
         self.axis.rate = s.sample_rate
         self.axis.playhead = 0
         self.axis.loop = None

@@ -7,8 +7,9 @@ Threading rule: the session's tracks, regions and stems are edited only on the U
 reaches them through ``jobs_glue._UiHistory``, which posts ``add_render`` / ``set_track`` to the UI thread
 (``gui.thread.to_main``) and returns at once: the worker never waits for the window; job records (not undo
 steps) it edits in place under the session lock.  Job progress and state come back as queued Qt signals.
-Separation, chain re-render and teaching a sound are all jobs of that one queue; the GUI imports no
-engine code."""
+Separation, chain re-render and teaching a sound are all jobs of the one job system: the session's queue
+runs the first two, the window's own queue teaching (it outlives the sessions opened meanwhile); the GUI
+imports no engine code."""
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,8 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.session: Session | None = None
         self.history: History | None = None
         self.autosaver: Autosaver | None = None
-        self.jobs = None
+        self.jobs = None            # the open session's job queue (jobs_glue)
+        self.teach_jobs = None      # the window's queue for teaching a sound (jobs_glue)
         self.current_region_id: str | None = None
         self.axis = TimeAxis()
         self.overviews = OverviewCache()
@@ -74,6 +76,7 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.ask_hook = ask_hook
         self.file_dialog_hook = file_dialog_hook
         self.active_dialog = None   # the settings / chain dialog currently open (non-blocking)
+        self._teach = None          # the "Teach a sound" dialog last opened, while it is open
         self._job_eta: dict[str, tuple] = {}
         self._render_errors: dict[str, str] = {}  # job id -> why its stems could not be added
         self._lane_sig = None
@@ -180,11 +183,18 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         qp.savePresetRequested.connect(self.save_preset_dialog)
         qp.teachRequested.connect(self.teach_dialog)
         qp.runRequested.connect(self.run_current)
-        rl.addWidget(qp, 3)
         self.job_panel = JobPanel()
         self.job_panel.cancelRequested.connect(self.cancel_job)
         self.job_panel.retryRequested.connect(self.retry_job)
-        rl.addWidget(self.job_panel, 2)
+        # the user sizes the query and jobs panels (a long job log, or many queries)
+        self.side_split = QSplitter(Qt.Orientation.Vertical)
+        self.side_split.setChildrenCollapsible(False)
+        self.side_split.addWidget(qp)
+        self.side_split.addWidget(self.job_panel)
+        self.side_split.setStretchFactor(0, 3)
+        self.side_split.setStretchFactor(1, 2)
+        self.side_split.setSizes([300, 200])   # the starting proportion, whatever the window's height
+        rl.addWidget(self.side_split, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.timeline)
         split.addWidget(right)
@@ -245,12 +255,14 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         return p
 
     def _show_dialog(self, dlg, on_accept):
-        """Open ``dlg`` window-modal without blocking the event loop; ``on_accept()`` runs on OK."""
+        """Open ``dlg`` window-modal without blocking the event loop; ``on_accept()`` runs on OK.  A
+        dialog that closes is deleted (each opening builds a new one)."""
         if self.active_dialog is not None:
             try:
                 self.active_dialog.close()
             except RuntimeError:
                 pass
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.active_dialog = dlg
         dlg.accepted.connect(on_accept)
         dlg.finished.connect(lambda _r: setattr(self, "active_dialog", None) if self.active_dialog is dlg else None)
@@ -274,7 +286,7 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
             self.open_path(os.path.dirname(paths[0]))
 
     def closeEvent(self, ev):
-        if not self.maybe_save():
+        if not self._may_stop_teaching() or not self.maybe_save():
             ev.ignore()
             return
         self.stop()
@@ -283,6 +295,9 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         if self.player:
             self.player.close()
         self._shutdown_session()
+        if self.teach_jobs is not None:
+            self.teach_jobs.stop(cancel=True, timeout=5)
+            self.teach_jobs = None
         self.overviews.close()
         ev.accept()
 
@@ -422,8 +437,8 @@ class MainWindow(SessionIO, Lanes, Chains, Regions, JobsGlue, Transport, QMainWi
         self.app_settings = a
         if not a.save():
             self.statusBar().showMessage(f"Settings apply now but could not be saved to {a.path()}", 8000)
-        if self.jobs is not None:
-            self.jobs.overrides.update({"backend": a.backend, "device": a.device})
+        for q in self._queues():
+            q.overrides.update({"backend": a.backend, "device": a.device})
         if sess and self.history is not None:
             cur = {k: self.session.setting(k) for k in sess}
             changes = {k: v for k, v in sess.items() if cur.get(k) != v}
