@@ -349,3 +349,30 @@ def test_model_card_is_what_its_committed_measurements_give(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     committed = open(os.path.join(root, "models", "weights", "MODEL_CARD.md"), encoding="utf-8").read()
     assert out.read_text(encoding="utf-8") == committed
+
+
+def test_resume_on_a_changed_dev_set_scores_the_kept_best_again_instead_of_forgetting_it(tmp_path):
+    """A corpus rebuilt elsewhere gives a dev set of other bytes: the best model is scored on the new one,
+    so a worse model validated after the resume cannot replace it."""
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(corpus=str(tmp_path / "corpus"), run=run, labels_json=lj, batch=4, seconds=1.0,
+                      max_steps=4, val_every=2, val_examples=6, log_every=2, warmup=2, planned_steps=20)
+    train(cfg, TINY, encoder=HashEncoder(384), log=lambda s: None)
+    st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
+    st["dev_id"] = "another-machine"
+    torch.save(st, os.path.join(run, "state.pt"))
+    from plugin_bridge.models.registry import load_safetensors_model
+    from plugin_bridge.training.train import QueryTable, dev_set, evaluate
+
+    exs, labels, umb = dev_set(cfg.corpus, lj, 6, 1.0)
+    tr = Corpus.load(cfg.corpus, "train", lj)
+    table = QueryTable({**tr.labels, **labels}, HashEncoder(384), {**tr.umbrellas, **umb})
+    expect = evaluate(load_safetensors_model(os.path.join(run, "best.safetensors")).net, table, exs,
+                      {**tr.labels, **labels}, "cpu")["select"]
+    lines = []
+    cfg.max_steps = 5  # no validation after the resume: the state keeps the re-scored best
+    train(cfg, TINY, encoder=HashEncoder(384), log=lines.append)
+    assert any("re-scored" in l for l in lines), lines
+    st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
+    assert st["best"] == pytest.approx(expect, abs=1e-4) and st["best"] > -1e8

@@ -28,7 +28,8 @@ import plugin_bridge.models
 from plugin_bridge.engine.backends import resolve_device
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.models.encoders.minilm import MiniLMEncoder
-from plugin_bridge.models.registry import DEFAULT_CONFIG, load_state_strict, save_safetensors_model
+from plugin_bridge.models.registry import DEFAULT_CONFIG, load_safetensors_model, load_state_strict, \
+    save_safetensors_model
 from plugin_bridge.models.losses import LOSSES
 from plugin_bridge.models.resunet import ResUNet, ResUNetConfig, forward_padded
 from plugin_bridge.metrics import sdr
@@ -202,6 +203,15 @@ def _rescore_best(run: str) -> float:
     return scores[-1] if scores else -1e9
 
 
+def _score_best_on(run: str, table, examples, labels: dict, device: str) -> float:
+    """The selection score of the run's ``best.safetensors`` on ``examples`` (-1e9 when there is none)."""
+    path = os.path.join(run, "best.safetensors")
+    if not os.path.exists(path):
+        return -1e9
+    net = load_safetensors_model(path).net.to(device)
+    return float(evaluate(net, table, examples, labels, device)["select"])
+
+
 def save_state(path: str, net, opt, step: int, best: float, mixer_state: dict, elapsed: float,
                dev_id: str = "", anneal_from: int | None = None, ema: "EMA | None" = None) -> None:
     tmp = path + ".tmp"
@@ -323,7 +333,12 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         opt.load_state_dict(st["optim"])
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
         if st.get("dev_id") != dev_id:
-            best = -1e9  # the dev set changed (corpus rebuilt): earlier scores are not comparable
+            # the dev set changed (corpus rebuilt on another machine: the logged scores are not comparable),
+            # so the kept best model is scored again on this one; a later model must beat that to replace it
+            best = _score_best_on(cfg.run, table, dev_examples, all_labels, device)
+            log(f"the dev set differs from the one the run was validated on; best.safetensors re-scored on it: "
+                f"{best:.2f} dB" if best > -1e9 else "the dev set differs from the one the run was validated on "
+                                                     "and there is no best.safetensors to re-score")
         elif st.get("selection") != SELECTION:
             best = _rescore_best(cfg.run)  # a run started under the old rule (overall median)
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
