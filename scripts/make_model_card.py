@@ -157,8 +157,15 @@ def history_applies(history: dict, log: list[dict]) -> bool:
     return bool(steps) and 0 < min(steps) - int(history["init_step"]) <= 100
 
 
+def procedural_cell(has_method: bool, proc_clips: int | None, clips: int, packages_known: bool) -> str:
+    """'yes, N of M clips' where the corpus manifest shows how many clips the generator made."""
+    if not has_method:
+        return "no"
+    return f"yes, {proc_clips or 0} of {clips} clips (method below)" if packages_known else "yes (method below)"
+
+
 def vocabulary_lines(vocab: dict, corpus: dict, bench: dict | None, label_packages: dict | None,
-                     methods: dict[str, str], threshold: float, labels_name: str) -> list[str]:
+                     methods: dict[str, str], proc_package: str, threshold: float, labels_name: str) -> list[str]:
     """The v2 vocabulary section: every label with its family, the data behind it, how it was made,
     its query phrasings and its dev median; the umbrella queries with their members; what is not offered."""
     labels = vocab.get("labels", {})
@@ -183,7 +190,7 @@ def vocabulary_lines(vocab: dict, corpus: dict, bench: dict | None, label_packag
         L.append(f"| {lab.replace('_', ' ')} | {info.get('family', '?')} | {info.get('group', '-')} | "
                  f"{c.get('clips', 0)} ({split.get(key + '/dev', {}).get('clips', 0)}) | {c.get('minutes', 0.0):.1f} | "
                  f"{groups.get(key, 'n/a')} | {pks} | "
-                 f"{'yes (see below)' if lab in methods else 'no'} | "
+                 f"{procedural_cell(lab in methods, pk.get(proc_package), c.get('clips', 0), bool(pk))} | "
                  f"{len(info.get('synonyms', []))} / {len(info.get('captions', []))} | {d.get('n', 0)} | "
                  f"{fmt(d.get('sdri_median'))} | {fmt(d.get('sdri_gain_median'))} |")
     proc = [lab for lab in sorted(labels) if lab in methods]
@@ -498,11 +505,12 @@ def main() -> int:
           "same STFT grid (the ceiling for a magnitude mask).\n")
         w("```\n" + format_table(bench["summary"]) + "\n```\n")
     if v2:
-        from plugin_bridge.corpus.procedural import methods
+        from plugin_bridge.corpus import procedural
         from plugin_bridge.models.registry import ConceptIndex
 
         threshold = inspect.signature(ConceptIndex).parameters["threshold"].default
-        L.extend(vocabulary_lines(vocab, corpus, bench, label_packages, methods(), threshold, labels_name))
+        L.extend(vocabulary_lines(vocab, corpus, bench, label_packages, procedural.methods(), procedural.PACKAGE,
+                                  threshold, labels_name))
     else:
         supported_concepts_v1(w, vocab, corpus, bench)
     known_limits(w)

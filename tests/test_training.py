@@ -420,7 +420,7 @@ def test_v2_model_card_lists_every_label_with_its_data_method_and_median(tmp_pat
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     text = (tmp_path / "card.md").read_text(encoding="utf-8")
-    assert ("| hum | environmental | machines | 12 (2) | 1.0 | 12 | plugin-bridge-procedural (12) | yes (see below) "
+    assert ("| hum | environmental | machines | 12 (2) | 1.0 | 12 | plugin-bridge-procedural (12) | yes, 12 of 12 clips (method below) "
             "| 2 / 1 | 3 | 4.20 | 1.10 |") in text
     assert "| door | environmental | foley | 4 (0) | 0.2 | 3 | 0ad-data (3), ufoai-sound (1) | no | 1 / 0 | 0 | n/a |" in text
     assert "| piano | instruments | keys | 5 (0) | 0.5 | 5 | fluid-soundfont-gm (5) | no | 0 / 2 |" in text
