@@ -34,3 +34,24 @@ def _close_leftover_windows():
         w.close()
         w.deleteLater()
     app.processEvents()
+
+
+@pytest.fixture
+def window_factory(qtbot):
+    """make(separator_factory, **kw): a shown MainWindow whose questions answer "Discard" (tests may replace
+    ``ask_hook``); ``_close_leftover_windows`` closes it after the test."""
+    from PyQt6.QtWidgets import QMessageBox
+
+    from plugin_bridge.gui.app import create_app
+    from plugin_bridge.gui.mainwindow import MainWindow
+
+    create_app()
+
+    def make(separator_factory, **kw):
+        kw.setdefault("ask_hook", lambda title, text, buttons: QMessageBox.StandardButton.Discard)
+        w = MainWindow(separator_factory=separator_factory, **kw)
+        qtbot.addWidget(w)
+        w.show()
+        return w
+
+    return make

@@ -46,25 +46,10 @@ def _own_user_data(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def make_window(qtbot):
-    from plugin_bridge.gui.app import create_app
-    from plugin_bridge.gui.mainwindow import MainWindow
+def make_window(window_factory):
     from plugin_bridge.testing import fast_separator
 
-    create_app()
-    wins = []
-
-    def make(factory=None):
-        w = MainWindow(separator_factory=factory or (lambda b, d: fast_separator()))
-        w.ask_hook = lambda title, text, buttons: QMessageBox.StandardButton.Discard
-        qtbot.addWidget(w)
-        w.show()
-        wins.append(w)
-        return w
-    yield make
-    for w in wins:
-        w.ask_hook = lambda *a: QMessageBox.StandardButton.Discard
-        w.close()
+    return lambda factory=None: window_factory(factory or (lambda b, d: fast_separator()))
 
 
 def _drag(lane, x0, x1, y=None):

@@ -43,26 +43,12 @@ def window(qtbot, default_separator):
 
 
 @pytest.fixture
-def fast_window(qtbot):
+def fast_window(window_factory):
     """make(factory=None): a shown window over the fast test separator (or ``factory``)."""
-    from plugin_bridge.gui.app import create_app
-    from plugin_bridge.gui.mainwindow import MainWindow
     from plugin_bridge.testing import fast_separator
 
-    create_app()
-    wins, sep = [], fast_separator()
-
-    def make(factory=None):
-        w = MainWindow(separator_factory=factory or (lambda b, d: sep))
-        w.ask_hook = lambda title, text, buttons: QMessageBox.StandardButton.Discard
-        qtbot.addWidget(w)
-        w.show()
-        wins.append(w)
-        return w
-    yield make
-    for w in wins:
-        w.ask_hook = lambda *a: QMessageBox.StandardButton.Discard
-        w.close()
+    sep = fast_separator()
+    return lambda factory=None: window_factory(factory or (lambda b, d: sep))
 
 
 def _hum(seconds, rate, f0=120.0, amp=0.2):

@@ -69,26 +69,14 @@ def _own_user_data(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def make_window(qtbot):
-    from plugin_bridge.gui.app import create_app
-    from plugin_bridge.gui.mainwindow import MainWindow
-
-    create_app()
-    wins = []
-
+def make_window(window_factory):
     def make(factory=None, **kw):
         sep = NumpySeparator()
-        kw.setdefault("ask_hook", lambda title, text, buttons: SB.Discard)
-        w = MainWindow(separator_factory=factory or (lambda b, d: sep), **kw)
+        w = window_factory(factory or (lambda b, d: sep), **kw)
         w.test_separator = sep
-        qtbot.addWidget(w)
-        w.show()
-        wins.append(w)
         return w
-    yield make
-    for w in wins:
-        w.ask_hook = lambda *a: SB.Discard
-        w.close()
+
+    return make
 
 
 class FakeStream:
