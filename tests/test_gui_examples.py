@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -184,6 +185,22 @@ def _hum_clips(folder):
     return str(folder)
 
 
+def _teach_held_at_start(fast_window, clips):
+    """A window teaching "generator hum" from ``clips`` whose learn job waits ("running") until ``gate`` is set:
+    (window, teach dialog, job id, gate)."""
+    from plugin_bridge.testing import fast_separator
+
+    gate, sep = threading.Event(), fast_separator()
+
+    def factory(backend, device):
+        assert gate.wait(60)
+        return sep
+
+    w = fast_window(factory)
+    dlg = w.teach_dialog()
+    return w, dlg, _start_teach(dlg, "generator hum", clips, 1), gate
+
+
 def _start_teach(dlg, name, clips, steps):
     dlg.name.setText("")
     QTest.keyClicks(dlg.name, name)
@@ -198,27 +215,16 @@ def _start_teach(dlg, name, clips, steps):
 def test_opening_a_session_while_a_sound_is_taught_lets_the_teach_finish(tmp_path, fast_window, qtbot):
     """Teaching needs no session: opening one (or another) while a teach runs must not cancel it; it
     finishes, is saved to the learned store and shows as done in the jobs panel and the dialog."""
-    import threading
-
     import soundfile as sf
 
     from plugin_bridge.learned import LearnedStore
-    from plugin_bridge.testing import fast_separator
 
     clips = _hum_clips(tmp_path / "clips")
     folders = [tmp_path / "proj", tmp_path / "proj2"]
     for f in folders:
         f.mkdir()
         sf.write(f / "01 dialogue.wav", _hum(2.0, RATE, 220.0), RATE, subtype="FLOAT")
-    gate, sep = threading.Event(), fast_separator()
-
-    def factory(backend, device):   # the learn job is "running" while it waits here
-        assert gate.wait(60)
-        return sep
-
-    w = fast_window(factory)
-    dlg = w.teach_dialog()
-    job_id = _start_teach(dlg, "generator hum", clips, 1)
+    w, dlg, job_id, gate = _teach_held_at_start(fast_window, clips)
     qtbot.waitUntil(lambda: job_id in w.job_panel.rows and "0 %" in w.job_panel.rows[job_id].status.text(),
                     timeout=10000)
     assert w.open_path(str(folders[0]))       # a session opens while the teach runs
@@ -265,20 +271,9 @@ def test_a_closed_teach_dialog_no_longer_follows_jobs_and_is_deleted(tmp_path, f
 
 
 def test_quitting_while_a_sound_is_taught_asks_first(tmp_path, fast_window, qtbot):
-    import threading
-
     from plugin_bridge.learned import LearnedStore
-    from plugin_bridge.testing import fast_separator
 
-    gate, sep = threading.Event(), fast_separator()
-
-    def factory(backend, device):   # the learn job is "running" while it waits here
-        assert gate.wait(60)
-        return sep
-
-    w = fast_window(factory)
-    dlg = w.teach_dialog()
-    job_id = _start_teach(dlg, "generator hum", _hum_clips(tmp_path / "clips"), 1)
+    w, dlg, job_id, gate = _teach_held_at_start(fast_window, _hum_clips(tmp_path / "clips"))
     qtbot.waitUntil(lambda: w.teach_jobs.session.job(job_id).status == "running", timeout=10000)
     asked = []
     w.ask_hook = lambda title, text, buttons: asked.append(text) or QMessageBox.StandardButton.No
