@@ -607,9 +607,9 @@ def build(out: Path, scratch: Path | None = None, families: set[str] | None = No
         # another corpus (and another vocabulary count), so say so before anything runs
         from . import tts
 
-        lacking = [e for e in ("espeak-ng", "flite", "festival") if shutil.which(e) is None]
+        lacking = [e for e in tts.ENGINES if shutil.which(e) is None]
         if lacking:
-            pkgs = ["espeak-ng", "flite", "festival"] + [v.package for v in tts.FESTIVAL]
+            pkgs = [*tts.ENGINES, *(v.package for v in tts.FESTIVAL)]
             raise sources.CorpusError(f"the speech family's synthetic voices need {', '.join(lacking)}; install "
                                       f"them (Debian/Ubuntu: apt-get install {' '.join(pkgs)})")
     real_fams = {"environmental", "speech", "music"} & families

@@ -40,6 +40,8 @@ class Voice:
         return f"tts:{self.engine}:{self.name}:{self.language}"
 
 
+#: the TTS programs the speech family synthesises with (each found on PATH)
+ENGINES = ("espeak-ng", "flite", "festival")
 FLITE = [Voice("flite", v, "en", "male", "flite", "BSD-style (CMU flite licence)") for v in ("kal16", "awb", "rms")]
 FESTIVAL = [
     Voice("festival", "kal_diphone", "en", "male", "festvox-kallpc16k", "BSD-style (festvox licence)"),

@@ -108,11 +108,9 @@ def plan_job(session: Session, region: Region, context_seconds: float = 1.0) -> 
     and ``new_facts`` what of it the session lacks (the session is not changed)."""
     track = copy.deepcopy(session.track(region.track_id))
     info = probe(track.path)  # always: a take replaced under the same name must not be cut by stale numbers
-    real = (info.sample_rate, info.channels, info.frames)
     new_facts = {}
-    for attr, r, what, unit in zip(TRACK_FILE_FACTS, real, ("sample rate", "channel count", "length"),
-                                   (" Hz", " ch", " frames")):
-        c = getattr(track, attr)
+    for attr, what, unit in zip(TRACK_FILE_FACTS, ("sample rate", "channel count", "length"), (" Hz", " ch", " frames")):
+        c, r = getattr(track, attr), getattr(info, attr)
         if c is None:
             new_facts[attr] = r
         elif c != r:

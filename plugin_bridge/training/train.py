@@ -336,9 +336,9 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             # the dev set changed (corpus rebuilt on another machine: the logged scores are not comparable),
             # so the kept best model is scored again on this one; a later model must beat that to replace it
             best = _score_best_on(cfg.run, table, dev_examples, all_labels, device)
-            log(f"the dev set differs from the one the run was validated on; best.safetensors re-scored on it: "
-                f"{best:.2f} dB" if best > -1e9 else "the dev set differs from the one the run was validated on "
-                                                     "and there is no best.safetensors to re-score")
+            what = f"best.safetensors re-scored on it: {best:.2f} dB" if best > -1e9 else \
+                "there is no best.safetensors to re-score"
+            log(f"the dev set differs from the one the run was validated on; {what}")
         elif st.get("selection") != SELECTION:
             best = _rescore_best(cfg.run)  # a run started under the old rule (overall median)
         mixer.rng.bit_generator.state = json.loads(st["mixer_rng"])
