@@ -23,6 +23,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -252,6 +254,9 @@ def main() -> int:
                          "the training log starts at its init_step)")
     ap.add_argument("--run", default=None, help="run folder with log.jsonl")
     ap.add_argument("--benchmark", default=None)
+    ap.add_argument("--previous", default=None,
+                    help="benchmark JSON of the model this one replaces, on the same dev set (default "
+                         "previous_benchmark.json in --inputs): a paired comparison table")
     ap.add_argument("--speed", default=None, help="JSON of further measured lines (memory...)")
     ap.add_argument("--speed-bench", action="append", default=[],
                     help="JSON from 'plugin-bridge bench --repeat N --json' (repeat for several rates)")
@@ -276,6 +281,7 @@ def main() -> int:
     log_path = run_log if run_log and os.path.exists(run_log) else have("train_log.jsonl")
     cfg_path = run_cfg if run_cfg and os.path.exists(run_cfg) else have("train_config.json")
     a.benchmark = a.benchmark or have("benchmark.json")
+    a.previous = a.previous or have("previous_benchmark.json")
     a.speed = a.speed or have("memory.json")
     a.tradeoffs = a.tradeoffs or have("tradeoffs.json")
     if not a.speed_bench and os.path.isdir(inp):
@@ -299,6 +305,7 @@ def main() -> int:
 
         os.makedirs(inp, exist_ok=True)
         pairs = [(log_path, "train_log.jsonl"), (cfg_path, "train_config.json"), (a.benchmark, "benchmark.json"),
+                 (a.previous, "previous_benchmark.json"),
                  (a.speed, "memory.json"), (a.tradeoffs, "tradeoffs.json")]
         pairs += [(p, f"speed_bench_{i}.json") for i, p in enumerate(a.speed_bench)]
         if a.history:
@@ -504,6 +511,8 @@ def main() -> int:
           "SDR is AudioSep's SNR-style SDR; 'para' = a paraphrased query; IRM = oracle ideal ratio mask on the "
           "same STFT grid (the ceiling for a magnitude mask).\n")
         w("```\n" + format_table(bench["summary"]) + "\n```\n")
+        if a.previous:
+            L.extend(previous_comparison(json.load(open(a.previous)), bench))
     if v2:
         from plugin_bridge.corpus import procedural
         from plugin_bridge.models.registry import ConceptIndex
@@ -520,6 +529,36 @@ def main() -> int:
     os.replace(a.out + ".tmp", a.out)
     print(f"wrote {a.out}")
     return 0
+
+
+def previous_comparison(prev: dict, bench: dict) -> list[str]:
+    """The model this one replaces, scored on the same dev mixtures: medians of each and the paired
+    difference per mixture (median, and mean +- its standard error), so a family that got worse shows."""
+    rows_p, rows_n = prev["rows"], bench["rows"]
+    if len(rows_p) != len(rows_n) or any(a["label"] != b["label"] for a, b in zip(rows_p, rows_n)):
+        raise SystemExit("--previous: not scored on the same dev set as --benchmark (rows differ)")
+    groups: dict[str, list[tuple[dict, dict]]] = {"overall": list(zip(rows_p, rows_n))}
+    for a, b in zip(rows_p, rows_n):
+        groups.setdefault(a["family"], []).append((a, b))
+    out = [f"### Against the model it replaces, on the same mixtures (`previous_benchmark.json`)\n",
+           "Paired: the same dev mixtures and queries scored with both models. Difference = this model's SDRi "
+           "minus the previous one's, per mixture.\n",
+           "| group | n | previous SDRi | this SDRi | median difference | mean difference +- s.e. "
+           "| below floor: previous | this |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in ["overall"] + sorted(k for k in groups if k != "overall"):
+        pairs = groups[name]
+        d = np.array([b["sdri"] - a["sdri"] for a, b in pairs])
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        out.append(f"| {name} | {len(d)} | {fmt(np.median([a['sdri'] for a, _ in pairs]))} "
+                   f"| {fmt(np.median([b['sdri'] for _, b in pairs]))} | {np.median(d):+.2f} | {d.mean():+.2f} +- {se:.2f} "
+                   f"| {100 * np.mean([a['below_gain'] for a, _ in pairs]):.0f} % "
+                   f"| {100 * np.mean([b['below_gain'] for _, b in pairs]):.0f} % |")
+    below = {k: sorted(lab for lab, v in s["summary"]["labels"].items() if v["sdri_median"] <= v["sdri_gain_median"])
+             for k, s in (("previous", prev), ("this", bench))}
+    out.append(f"\nLabels whose median is not above the best-gain floor: previous model {len(below['previous'])}, "
+               f"this model {len(below['this'])} ({', '.join(below['this']) or 'none'}).\n")
+    return out
 
 
 def supported_concepts_v1(w, vocab: dict, corpus: dict, bench: dict | None) -> None:

@@ -468,3 +468,34 @@ def test_resume_on_a_changed_dev_set_scores_the_kept_best_again_instead_of_forge
     assert any("re-scored" in l for l in lines), lines
     st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
     assert st["best"] == pytest.approx(expect, abs=1e-4) and st["best"] > -1e8
+
+
+def test_model_card_compares_against_the_replaced_model_pairwise_and_refuses_other_mixtures():
+    """The card's table against the previous model pairs the same mixtures: a family that got worse shows
+    as a negative difference, and benchmarks of different dev sets are refused, not compared."""
+    card = _card_module()
+
+    def row(label, family, sdri, gain):
+        return {"label": label, "family": family, "sdri": sdri, "sdri_gain": gain, "below_gain": sdri <= gain}
+
+    def bench(rows):
+        labels = {}
+        for r in rows:
+            labels.setdefault(r["label"], []).append(r)
+        return {"rows": rows, "summary": {"labels": {k: {"sdri_median": float(np.median([r["sdri"] for r in v])),
+                                                          "sdri_gain_median": float(np.median([r["sdri_gain"] for r in v]))}
+                                                      for k, v in labels.items()}}}
+
+    prev = bench([row("speech", "speech", 10.0, 3.0), row("speech", "speech", 12.0, 3.0),
+                  row("piano", "instruments", 1.0, 2.0), row("piano", "instruments", 1.5, 2.0)])
+    new = bench([row("speech", "speech", 9.0, 3.0), row("speech", "speech", 11.0, 3.0),
+                 row("piano", "instruments", 4.0, 2.0), row("piano", "instruments", 5.5, 2.0)])
+    lines = card.previous_comparison(prev, new)
+    table = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in lines if ln.startswith("| ")}
+    assert table["speech"][:4] == ["2", "11.00", "10.00", "-1.00"]
+    assert table["instruments"][3] == "+3.50" and table["instruments"][5:] == ["100 %", "0 %"]
+    assert table["overall"][0] == "4"
+    assert "previous model 1, this model 0 (none)" in lines[-1]
+    other = bench([row("birds", "environmental", 3.0, 1.0)] * 4)
+    with pytest.raises(SystemExit, match="same dev set"):
+        card.previous_comparison(other, new)
