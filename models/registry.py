@@ -26,7 +26,13 @@ from plugin_bridge.models.config import ResUNetConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_WEIGHTS = os.path.join(HERE, "weights", "default.safetensors")
-LABELS_JSON = os.path.join(HERE, "training", "labels.json")
+TRAINING_DIR = os.path.join(HERE, "training")
+#: the vocabulary of models whose file records none (the shipped v1 model predates the record)
+LABELS_JSON = os.path.join(TRAINING_DIR, "labels.json")
+#: metadata keys: the label table a model was trained on (JSON, embedded so the file describes itself
+#: wherever it goes, whatever labels file trained it), and that file's name (informative, never opened)
+VOCABULARY_KEY = "vocabulary"
+VOCABULARY_FILE_KEY = "vocabulary_file"
 
 # The embedded model's architecture (see MODEL_CARD.md for why these numbers).
 DEFAULT_CONFIG = ResUNetConfig(
@@ -208,12 +214,69 @@ def load_model(spec: str | None = None, tokenizer: str | None = None, clap_ckpt:
 
 # -- concept coverage: warn when a query is far from everything the model was trained on ----------------
 
+def check_vocabulary(doc, where: str) -> dict:
+    """``doc`` if it is a label table (``labels``: name -> {synonyms, captions}, optional ``umbrellas`` of
+    the same shape and ``unsupported`` concepts), else a CheckpointError naming ``where``."""
+    def texts_ok(info) -> bool:
+        return isinstance(info, dict) and all(
+            isinstance(info.get(k, []), list) and all(isinstance(t, str) for t in info.get(k, []))
+            for k in ("synonyms", "captions"))
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("labels"), dict) or not doc["labels"]:
+        raise CheckpointError(f"{where}: not a label vocabulary (no 'labels' table)")
+    for kind in ("labels", "umbrellas"):
+        table = doc.get(kind) or {}
+        bad = [k for k, v in table.items() if not texts_ok(v)] if isinstance(table, dict) else [kind]
+        if bad:
+            raise CheckpointError(f"{where}: malformed '{kind}' entries in the label vocabulary: {bad[:5]}")
+    if not isinstance(doc.get("unsupported", []), list):
+        raise CheckpointError(f"{where}: malformed 'unsupported' list in the label vocabulary")
+    return doc
+
+
 def load_label_vocabulary(path: str = LABELS_JSON) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {"labels": {}, "unsupported": []}
+            doc = json.load(f)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the label vocabulary ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the label vocabulary is not valid JSON ({exc})") from None
+    return check_vocabulary(doc, path)
+
+
+def vocabulary_metadata(path: str) -> dict[str, str]:
+    """The metadata that records, in a model file, the vocabulary ``path`` it was trained on."""
+    doc = load_label_vocabulary(path)
+    return {VOCABULARY_KEY: json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
+            VOCABULARY_FILE_KEY: os.path.basename(path)}
+
+
+def model_vocabulary(model) -> "dict | None":
+    """The label vocabulary ``model`` was trained on: the table its file records, or labels.json for a
+    plugin-bridge file that records none (the shipped v1 model); None for random weights and AudioSep
+    checkpoints.  A damaged or tampered record is a CheckpointError (no path is ever read from it)."""
+    meta = getattr(model, "metadata", None) or {}
+    if getattr(model, "is_random", True) or "config" not in meta:
+        return None
+    if VOCABULARY_KEY not in meta:
+        return load_label_vocabulary(LABELS_JSON)
+    where = f"{model.source or model.name}: metadata '{VOCABULARY_KEY}'"
+    raw = meta[VOCABULARY_KEY]
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise CheckpointError(f"{where} is not the JSON label table 'plugin-bridge train' writes "
+                              f"(it holds {raw[:60]!r}); the file was altered or damaged") from None
+    return check_vocabulary(doc, where)
+
+
+def vocabulary_name(model) -> str:
+    """A short name of the model's vocabulary for messages: the recorded file name, else labels.json."""
+    meta = getattr(model, "metadata", None) or {}
+    if VOCABULARY_KEY not in meta:
+        return os.path.basename(LABELS_JSON)
+    return os.path.basename(str(meta.get(VOCABULARY_FILE_KEY) or "the vocabulary embedded in the model"))
 
 
 @dataclass
@@ -226,14 +289,16 @@ class ConceptMatch:
 
 
 class ConceptIndex:
-    """Cosine similarity of a query against the trained labels (names, synonyms, captions)."""
+    """Cosine similarity of a query against the trained labels and umbrella queries (names, synonyms,
+    captions)."""
 
     def __init__(self, encoder, vocab: dict, threshold: float = 0.55):
         self.encoder = encoder
         self.threshold = threshold
         self.texts: list[str] = []
         self.owner: list[str] = []
-        for label, info in vocab.get("labels", {}).items():
+        concepts = list(vocab.get("labels", {}).items()) + list((vocab.get("umbrellas") or {}).items())
+        for label, info in concepts:
             for t in [label.replace("_", " "), *info.get("synonyms", []), *info.get("captions", [])]:
                 self.texts.append(t)
                 self.owner.append(label)
@@ -263,15 +328,16 @@ class ConceptIndex:
 
 
 def concept_index_for(model) -> "ConceptIndex | None":
-    """The trained-concept index of ``model`` (built once per loaded model), or None when the model has
-    no vocabulary to check against: random weights, or another query encoder (AudioSep's CLAP was
-    trained on open-vocabulary captions)."""
+    """The trained-concept index of ``model`` over its own vocabulary (``model_vocabulary``; built once per
+    loaded model), or None when the model has no vocabulary to check against: random weights, or another
+    query encoder (AudioSep's CLAP was trained on open-vocabulary captions).  CheckpointError when the
+    model's vocabulary record is damaged."""
     if getattr(model, "is_random", True) or getattr(model, "encoder_id", None) != "minilm-l6-v2":
         return None
     idx = getattr(model, "_concept_index", None)
     if idx is None:
-        vocab = load_label_vocabulary()
-        if not vocab.get("labels"):
+        vocab = model_vocabulary(model)
+        if vocab is None:
             return None
         idx = ConceptIndex(model.encoder(), vocab)
         model._concept_index = idx
@@ -280,8 +346,12 @@ def concept_index_for(model) -> "ConceptIndex | None":
 
 def query_warnings(model, texts: list[str]) -> list[str]:
     """One message per query far from everything the model was trained on: the closest trained
-    concepts with their similarity, so the user can rephrase instead of getting a silent poor stem."""
-    idx = concept_index_for(model)
+    concepts with their similarity, so the user can rephrase instead of getting a silent poor stem.  A
+    model whose vocabulary record is damaged gets one message saying its queries cannot be checked."""
+    try:
+        idx = concept_index_for(model)
+    except CheckpointError as exc:
+        return [f"{exc}; queries are not checked against what this model was trained on"]
     if idx is None:
         return []
     out = []

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 from plugin_bridge.corpus.common import FAMILIES
-from plugin_bridge.errors import ConfigError, PluginBridgeError
+from plugin_bridge.errors import ConfigError
 
 
 def register(sub) -> None:
@@ -20,7 +19,9 @@ def register(sub) -> None:
                    help="corpus folder from 'plugin-bridge corpus build' (needed to train or average)")
     p.add_argument("--run", default="runs/default", help="run folder (checkpoints, logs); rerun to resume")
     p.add_argument("--labels-json", default=None,
-                   help="label vocabulary (default models/training/labels.json, the shipped model's)")
+                   help="label vocabulary (default models/training/labels.json, the shipped model's); every model "
+                        "file the run writes records it; with --export, the one to record when the run's "
+                        "best.safetensors has none (default: the run's train_config.json)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -104,16 +105,10 @@ def parse_family_weights(text: str | None) -> dict[str, float] | None:
 
 def cmd_train(args) -> int:
     if args.export:
-        src = os.path.join(args.run, "best.safetensors")
-        if not os.path.exists(src):
-            raise PluginBridgeError(f"{src} does not exist yet: no validation has improved on the run so far")
-        from plugin_bridge.models.registry import load_safetensors_model
+        from plugin_bridge.training.train import export_best
 
-        load_safetensors_model(src)  # refuse to export something that does not load
-        tmp = args.export + ".tmp"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, args.export)
-        print(f"exported {src} -> {args.export}")
+        name = export_best(args.run, args.export, args.labels_json)
+        print(f"exported {os.path.join(args.run, 'best.safetensors')} -> {args.export} (vocabulary {name})")
         return 0
     from plugin_bridge.training.train import TrainConfig, average_into_best, restore_resume, save_resume, train
 

@@ -15,7 +15,8 @@ Labels the shipped model never saw (issue 15 item 3; ``run_unknown``):
     python -m plugin_bridge.training.example_eval --corpus /work/corpus2 --n 0 \
         --labels-json models/training/labels_v2.json --unknown-labels door,hum,siren --json out.json
 
-compares, per label on its dev mixtures, the typed name, the nearest trained label's name, one example clip
+(``--labels-json``: the corpus's vocabulary; the labels the model knows come from its own file, see
+``trained_labels``) compares, per label on its dev mixtures, the typed name, the nearest trained label's name, one example clip
 and a query learned from 10 train clips.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from plugin_bridge.engine.learn import LearnSettings, learn_query
 from plugin_bridge.fileio import atomic_write_text
 from plugin_bridge.metrics import rms, sdri
 from plugin_bridge.models.encoders.audio import load_audio_encoder
-from plugin_bridge.models.registry import load_model
+from plugin_bridge.models.registry import load_label_vocabulary, load_model, model_vocabulary, vocabulary_name
 from plugin_bridge.models.resunet import forward_padded
 from plugin_bridge.training.audio_encoder import label_prototypes
 from plugin_bridge.training.mixer import CONFLICTING_FAMILIES, RATE, Corpus, label_text
@@ -195,28 +196,40 @@ def _interferer_clips(corpus: Corpus, lab: str, n: int, rng) -> list[np.ndarray]
     return out
 
 
+def trained_labels(model, trained_labels_json: str | None = None) -> tuple[list[str], str]:
+    """The labels ``model`` was trained on and where that list comes from: ``trained_labels_json`` when
+    given, else the vocabulary the model file records (labels.json for the shipped v1 model)."""
+    if trained_labels_json:
+        return sorted(load_label_vocabulary(trained_labels_json)["labels"]), trained_labels_json
+    vocab = model_vocabulary(model)
+    if vocab is None:
+        raise ValueError(f"{model.name} records no trained vocabulary; pass --trained-labels-json")
+    return sorted(vocab["labels"]), vocabulary_name(model)
+
+
 def run_unknown(corpus_dir: str, labels_json: str, unknown: list[str], n_mix: int = 8, n_clips: int = 10,
-                steps: int = 100, n_interferers: int = 60, seed: int = 7, log=print) -> dict:
-    """Issue 15 item 3 on labels the shipped separator and audio encoder never saw (not in ``LABELS_JSON``,
-    the labels they were trained on).  For each label, on ``n_mix`` dev mixtures (``label_mixtures``), the
+                steps: int = 100, n_interferers: int = 60, seed: int = 7, log=print, model_spec: str | None = None,
+                trained_labels_json: str | None = None) -> dict:
+    """Issue 15 item 3 on labels the separator ``model_spec`` (default: the shipped one) and the audio
+    encoder never saw (not in the vocabulary the model was trained on, ``trained_labels``).  For each label, on ``n_mix`` dev mixtures (``label_mixtures``), the
     SDRi of: the label's name as typed (``text_name``); the name of the nearest *trained* label by text
     embedding similarity (``text_nearest``); one example, another dev clip of the label through the audio
     encoder (``example``); the mean example embedding of the ``n_clips`` train clips (``examples_mean``, the
     start of learning); a query learned from those train clips with the ``learn`` machinery (separator
     frozen, ``steps`` steps, mixed with ``n_interferers`` train clips of other labels) (``learned``)."""
-    with open(LABELS_JSON, encoding="utf-8") as f:
-        trained = sorted(json.load(f)["labels"])
+    model = load_model(model_spec)
+    trained, source = trained_labels(model, trained_labels_json)
     known = [l for l in unknown if l in trained]
     if known:
-        raise ValueError(f"{', '.join(known)}: the shipped model was trained on these labels (models/training/"
-                         "labels.json), so they are not unknown to it")
+        which = "the shipped model" if model_spec is None else "the model"
+        raise ValueError(f"{', '.join(known)}: {which} was trained on these labels ({source}), so they are "
+                         "not unknown to it")
     dev = Corpus.load(corpus_dir, "dev", labels_json)
     train = Corpus.load(corpus_dir, "train", labels_json, load_audio=False)  # only the clips used are read
     dby, tby = dev.by_label(), train.by_label()
     short = [l for l in unknown if len(dby.get(l, [])) < 2 or len(tby.get(l, [])) < n_clips]
     if short:
         raise ValueError(f"{', '.join(short)}: need at least 2 dev and {n_clips} train clips in {corpus_dir}")
-    model = load_model()
     enc = load_audio_encoder()
     text = model.encoder()
     tv = text.encode([label_text(l) for l in trained])
@@ -258,7 +271,7 @@ def run_unknown(corpus_dir: str, labels_json: str, unknown: list[str], n_mix: in
                for n in names}
     summary["learned_minus_text_nearest_per_label"] = {l: round(out[l]["sdri_learned"] - out[l]["sdri_text_nearest"], 2)
                                                        for l in out}
-    return {"corpus": corpus_dir, "labels_json": labels_json, "seed": seed, "labels": out, **summary,
+    return {"corpus": corpus_dir, "labels_json": labels_json, "trained_vocabulary": source, "seed": seed, "labels": out, **summary,
             "wall_seconds": round(sum(v["wall_seconds"] for v in out.values()), 1),
             "cpu_seconds": round(sum(v["cpu_seconds"] for v in out.values()), 1)}
 
@@ -273,6 +286,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--labels-json", default=LABELS_JSON,
                     help="label vocabulary of --corpus for --unknown-labels (default: the trained labels.json)")
+    ap.add_argument("--model", default=None, help="separator for --unknown-labels (default: the shipped one)")
+    ap.add_argument("--trained-labels-json", default=None,
+                    help="the vocabulary the model was trained on, for --unknown-labels (default: the one its "
+                         "file records; labels.json for a file that records none)")
     ap.add_argument("--unknown-labels", default="",
                     help="comma-separated labels the shipped model never saw: compare text, example and learned "
                          "queries on their dev mixtures (issue 15 item 3)")
@@ -286,7 +303,8 @@ def main(argv=None) -> int:
     if a.unknown_labels:
         res["unknown"] = run_unknown(a.corpus, a.labels_json, [l for l in a.unknown_labels.split(",") if l],
                                      n_mix=a.mixtures, n_clips=a.learn_clips, steps=a.learn_steps, seed=a.seed,
-                                     log=lambda s: print(s, file=sys.stderr))
+                                     log=lambda s: print(s, file=sys.stderr), model_spec=a.model,
+                                     trained_labels_json=a.trained_labels_json)
     text = json.dumps(res, indent=1)
     print(text)
     if a.json:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import dataclasses
@@ -29,7 +30,7 @@ from plugin_bridge.engine.backends import resolve_device
 from plugin_bridge.errors import ConfigError
 from plugin_bridge.models.encoders.minilm import MiniLMEncoder
 from plugin_bridge.models.registry import DEFAULT_CONFIG, load_safetensors_model, load_state_strict, \
-    save_safetensors_model
+    VOCABULARY_KEY, model_vocabulary, save_safetensors_model, vocabulary_metadata, vocabulary_name
 from plugin_bridge.models.losses import LOSSES
 from plugin_bridge.models.resunet import ResUNet, ResUNetConfig, forward_padded
 from plugin_bridge.metrics import sdr
@@ -384,6 +385,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             f"falls to zero by step {end}")
     with open(os.path.join(cfg.run, "train_config.json"), "w") as f:
         json.dump({"train": asdict(cfg), "model": model_cfg.to_dict()}, f, indent=1)
+    vocab_meta = vocabulary_metadata(cfg.labels_json)  # every model file written records its vocabulary
 
     stop = {"flag": False}
 
@@ -440,7 +442,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                     logf.flush()
                     log(f"{kind} step {step}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
                         f"{ev['select']:.2f} dB  {ev['family_median_sdri']}")
-                    meta = dict(step=step, dev_median_sdri=f"{ev['median_sdri']:.3f}",
+                    meta = dict(vocab_meta, step=step, dev_median_sdri=f"{ev['median_sdri']:.3f}",
                                 dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
                     if suffix:
                         meta["ema_decay"] = f"{ema.decay:g}"
@@ -462,6 +464,53 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         for s, h in old.items():
             signal.signal(s, h)
     return {"step": step, "best": best, "hours": elapsed / 3600}
+
+
+def run_labels_json(run: str) -> str:
+    """The vocabulary file ``run`` trained with, from its ``train_config.json``: the path as recorded, else
+    (a run trained on another machine) the same file name in models/training/ when the recorded path was
+    a models/training/ file.  ConfigError when it cannot be found (never a guessed other vocabulary)."""
+    cp = os.path.join(run, "train_config.json")
+    try:
+        with open(cp, encoding="utf-8") as f:
+            named = json.load(f)["train"]["labels_json"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{cp}: cannot read the run's labels_json ({exc}); pass --labels-json") from None
+    if not isinstance(named, str) or not named:
+        raise ConfigError(f"{cp}: labels_json is not a file name; pass --labels-json")
+    if os.path.isfile(named):
+        return named
+    here = os.path.join(os.path.dirname(LABELS_JSON), os.path.basename(named))
+    parts = os.path.normpath(named).split(os.sep)
+    if parts[-3:-1] == ["models", "training"] and os.path.isfile(here):
+        return here
+    raise ConfigError(f"{cp}: the run trained with {named}, which is not on this machine; pass --labels-json")
+
+
+def export_best(run: str, dest: str, labels_json: str | None = None) -> str:
+    """Copy ``run``'s best model to ``dest`` (atomic), recording the vocabulary it was trained on when the
+    file has none (written before models recorded it): ``labels_json`` or the run's ``train_config.json``.
+    Returns the vocabulary's file name."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = os.path.join(run, "best.safetensors")
+    if not os.path.exists(src):
+        raise ConfigError(f"{src} does not exist yet: no validation has improved on the run so far")
+    model = load_safetensors_model(src)  # refuse to export something that does not load
+    tmp = dest + ".tmp"
+    if VOCABULARY_KEY in model.metadata:
+        model_vocabulary(model)  # refuse a damaged record
+        if labels_json and vocabulary_metadata(labels_json)[VOCABULARY_KEY] != model.metadata[VOCABULARY_KEY]:
+            raise ConfigError(f"{src} records another vocabulary ({vocabulary_name(model)}) than {labels_json}")
+        shutil.copyfile(src, tmp)
+    else:
+        with safe_open(src, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        meta.update(vocabulary_metadata(labels_json or run_labels_json(run)))
+        save_file(load_file(src), tmp, metadata=meta)
+    os.replace(tmp, dest)
+    return vocabulary_name(load_safetensors_model(dest, lazy=True))
 
 
 def average_snapshots(run: str, last: int) -> tuple[ResUNet, list[int]]:
@@ -527,7 +576,8 @@ def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> d
     log(f"average of steps {steps}: median SDRi {ev['median_sdri']:.2f} dB, mean of family medians "
         f"{ev['select']:.2f} dB (best so far {best:.2f}) {ev['family_median_sdri']}")
     if ev["kept"]:
-        save_safetensors_model(net, os.path.join(cfg.run, "best.safetensors"), step=max(steps),
+        save_safetensors_model(net, os.path.join(cfg.run, "best.safetensors"), **vocabulary_metadata(cfg.labels_json),
+                               step=max(steps),
                                averaged_steps=",".join(map(str, steps)), dev_median_sdri=f"{ev['median_sdri']:.3f}",
                                dev_select=f"{ev['select']:.3f}", train_hours=f"{elapsed / 3600:.3f}")
         if st is not None:
