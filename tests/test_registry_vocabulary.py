@@ -69,9 +69,12 @@ def test_every_model_file_the_trainer_writes_records_its_vocabulary(tmp_path):
 
 @needs_weights
 def test_the_warning_follows_the_loaded_models_vocabulary_umbrellas_included(tmp_path):
-    v1 = load_safetensors_model(DEFAULT_WEIGHTS, lazy=True)
-    assert VOCABULARY_KEY not in v1.metadata  # the shipped v1 file predates the record: labels.json
-    assert model_vocabulary(v1) == _table(LABELS_JSON)
+    # a file without the record (as the v1 model was shipped) means labels.json
+    v1 = load_safetensors_model(_with_meta(DEFAULT_WEIGHTS, tmp_path / "v1.safetensors", vocabulary=None,
+                                           vocabulary_file=None), lazy=True)
+    assert VOCABULARY_KEY not in v1.metadata and model_vocabulary(v1) == _table(LABELS_JSON)
+    shipped = load_safetensors_model(DEFAULT_WEIGHTS, lazy=True)  # v2: it carries the labels_v2 table
+    assert model_vocabulary(shipped) == _table(LABELS_V2)
     v2 = load_safetensors_model(_with_meta(DEFAULT_WEIGHTS, tmp_path / "v2.safetensors",
                                            vocabulary=json.dumps(_table(LABELS_V2)),
                                            vocabulary_file="labels_v2.json"), lazy=True)
