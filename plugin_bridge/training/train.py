@@ -491,7 +491,6 @@ def export_best(run: str, dest: str, labels_json: str | None = None) -> str:
     """Copy ``run``'s best model to ``dest`` (atomic), recording the vocabulary it was trained on when the
     file has none (written before models recorded it): ``labels_json`` or the run's ``train_config.json``.
     Returns the vocabulary's file name."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     src = os.path.join(run, "best.safetensors")
@@ -505,8 +504,7 @@ def export_best(run: str, dest: str, labels_json: str | None = None) -> str:
             raise ConfigError(f"{src} records another vocabulary ({vocabulary_name(model)}) than {labels_json}")
         shutil.copyfile(src, tmp)
     else:
-        with safe_open(src, framework="pt") as f:
-            meta = dict(f.metadata() or {})
+        meta = dict(model.metadata)  # the file's metadata, read once by the load above
         meta.update(vocabulary_metadata(labels_json or run_labels_json(run)))
         save_file(load_file(src), tmp, metadata=meta)
     os.replace(tmp, dest)
