@@ -1,5 +1,5 @@
 """Cold start: the ONNX Runtime path runs without torch and gives the torch backend's stems; the exported
-graphs are cached by weights hash and invalidated when the weights change; numpy STFT == torch STFT."""
+graphs are cached by weights hash and invalidated when the weights change; numpy + scipy.fft STFT == torch STFT."""
 import os
 import subprocess
 import sys

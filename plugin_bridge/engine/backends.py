@@ -3,7 +3,7 @@
 * ``TorchBackend``: PyTorch on CPU or CUDA (``device='auto'`` picks CUDA when available).
 * ``OnnxBackend``: ONNX Runtime; the network is exported once (with torch) and cached on disk, keyed by
   the weights file's SHA-256 (a changed file gets a new export); a cached graph runs without torch, so
-  together with the numpy STFT (``spectral.py``) and the ONNX text encoder a CPU run never imports it.
+  together with the numpy + scipy.fft STFT (``spectral.py``) and the ONNX text encoder a CPU run never imports it.
   CUDA provider when ``onnxruntime-gpu`` is installed, else CPU.
 
 Both take and return plain numpy arrays: mag (B, C, T, F) float32, cond (B, D) float32 ->
