@@ -14,10 +14,9 @@ use the same rule, so the stems still sum to the mix.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
-
-import os
 
 import numpy as np
 
@@ -68,6 +67,7 @@ def _fft():
     import scipy.fft
 
     return scipy.fft
+
 
 def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
     """(..., L) real -> (..., T, F) complex64, centred with reflect padding (as AudioSep), T = 1 + L // hop."""
