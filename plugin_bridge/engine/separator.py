@@ -182,6 +182,7 @@ class Separator:
         self.model = model
         self.cfg = model.cfg
         self.backend = make_backend(backend, model, device, threads) if isinstance(backend, str) else backend
+        self._fft_workers = threads  # the STFT keeps to the same thread limit as the network (None: default)
         self.model_grid = Grid(self.cfg.sample_rate, self.cfg.n_fft, self.cfg.hop)
         self._emb_cache: dict[str, np.ndarray] = {}
 
@@ -250,7 +251,7 @@ class Separator:
         # 50 %-overlap window the final frame alone would leave a near-zero ISTFT envelope there).
         n_pad = n + native.n_fft
         xp = np.pad(x, ((0, 0), (0, n_pad - n)))
-        spec_n = stft(xp, native)  # (C, Tn, Fn)
+        spec_n = stft(xp, native, self._fft_workers)  # (C, Tn, Fn)
         ratio = rate // self.cfg.sample_rate
         if ratio * self.cfg.sample_rate == rate:
             # Integer rate ratio (16/32/48/96/192 kHz for a 16 kHz model): the native grid *is* the model
@@ -265,7 +266,7 @@ class Separator:
             xm = self._to_model_rate(src, rate)
             if xm.shape[1] <= self.model_grid.n_fft // 2:
                 xm = np.pad(xm, ((0, 0), (0, self.model_grid.n_fft // 2 + 1 - xm.shape[1])))
-            spec_m = stft(xm, self.model_grid)  # (Cm, T, F)
+            spec_m = stft(xm, self.model_grid, self._fft_workers)  # (Cm, T, F)
             mag = magnitude(spec_m)
         Cm = mag.shape[0]
         B = cond.shape[0]
@@ -286,7 +287,7 @@ class Separator:
         masks = combine_masks(pos, neg, has_neg, share=settings.share)  # (Q, Cm, Tm, Fm)
         Mn = interp_mask_to_native(masks, self.model_grid, native, spec_n.shape[-2])  # (Q, Cm, Tn, Fn)
         Y = spec_n[None] * Mn
-        stems = istft(Y, native, n_pad)[..., :n]
+        stems = istft(Y, native, n_pad, self._fft_workers)[..., :n]
         return stems.astype(np.float64)
 
     # -- whole streams -------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ def _window(n_fft: int) -> np.ndarray:
 # with center=True, a periodic Hann window and reflect padding to float32 precision (tests/test_startup.py).
 # scipy.fft rather than numpy.fft: it keeps float32 / complex64 and vectorises the batch of frames, about
 # 2.5x faster on one core for a 15 s segment of 48 kHz stereo (1536-point frames); the network's threads
-# are idle while it runs, so it may use them too.  Imported on first use (about 0.2 s here), so that
-# opening the app or the CLI's help does not pay for it.
+# are idle while it runs, so it may use them too (``workers``: the caller's thread setting, else up to 8).
+# Imported on first use (about 0.2 s here), so that opening the app or the CLI's help does not pay for it.
 _FFT_WORKERS = max(1, min(os.cpu_count() or 1, 8))
 
 
@@ -69,7 +69,7 @@ def _fft():
     return scipy.fft
 
 
-def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
+def stft(x: np.ndarray, grid: Grid, workers: int | None = None) -> np.ndarray:
     """(..., L) real -> (..., T, F) complex64, centred with reflect padding (as AudioSep), T = 1 + L // hop."""
     x = np.asarray(x, np.float32)
     shape = x.shape
@@ -79,18 +79,18 @@ def stft(x: np.ndarray, grid: Grid) -> np.ndarray:
     mode = "reflect" if L > half else "constant"
     xp = np.pad(flat, ((0, 0), (half, half)), mode=mode)
     frames = np.lib.stride_tricks.sliding_window_view(xp, grid.n_fft, axis=-1)[:, ::grid.hop]
-    spec = _fft().rfft(frames * _window(grid.n_fft), axis=-1, workers=_FFT_WORKERS).astype(np.complex64, copy=False)
+    spec = _fft().rfft(frames * _window(grid.n_fft), axis=-1, workers=workers or _FFT_WORKERS).astype(np.complex64, copy=False)
     return spec.reshape(*shape[:-1], spec.shape[-2], spec.shape[-1])
 
 
-def istft(spec: np.ndarray, grid: Grid, length: int) -> np.ndarray:
+def istft(spec: np.ndarray, grid: Grid, length: int, workers: int | None = None) -> np.ndarray:
     """(..., T, F) complex -> (..., length) float32: windowed overlap-add divided by the squared-window sum."""
     shape = spec.shape
     T = shape[-2]
     flat = np.asarray(spec).reshape(-1, T, shape[-1])
     n_fft, hop = grid.n_fft, grid.hop
     w = _window(n_fft)
-    frames = _fft().irfft(flat, n=n_fft, axis=-1, workers=_FFT_WORKERS).astype(np.float32, copy=False) * w  # (N, T, n_fft)
+    frames = _fft().irfft(flat, n=n_fft, axis=-1, workers=workers or _FFT_WORKERS).astype(np.float32, copy=False) * w  # (N, T, n_fft)
     R = -(-n_fft // hop)
     padded = np.zeros((flat.shape[0], T, R * hop), np.float32)
     padded[..., :n_fft] = frames
