@@ -367,3 +367,52 @@ def test_build_without_a_tts_engine_stops_up_front_and_names_the_voices_to_insta
     monkeypatch.setattr(corpus_build, "build_real", lambda *a, **k: pytest.fail("ran the package stages first"))
     with pytest.raises(sources.CorpusError, match=r"need festival;.*festvox-kallpc16k"):
         corpus_build.build(out=tmp_path / "c", scratch=tmp_path / "s", families={"speech"})
+
+
+def _rows(spec):
+    """[(label, split, id, package, version)] -> manifest-like rows for summarise()."""
+    return [{"id": i, "family": "environmental", "label": lab, "split": sp, "group": i, "package": pkg,
+             "version": ver, "licence": "GPL-2+", "duration": 3.0} for lab, sp, i, pkg, ver in spec]
+
+
+def test_two_builds_compare_by_package_version_and_by_which_clips_a_split_holds(capsys):
+    base = [("rain", "train", "r1", "pkgA", "1.0"), ("rain", "dev", "r2", "pkgA", "1.0"),
+            ("wind", "train", "w1", "pkgB", "2.0"), ("wind", "dev", "w2", "pkgB", "2.0")]
+    a = build.summarise(_rows(base))
+    assert a["package_versions"] == {"pkgA": ["1.0"], "pkgB": ["2.0"]}
+    assert build.compare_summaries(a, build.summarise(_rows(list(reversed(base))))) == []  # order-free
+    # the same number of dev clips, but another clip: only the digest can tell, and it names the split
+    swapped = base[:3] + [("wind", "dev", "w3", "pkgB", "2.0")]
+    assert build.compare_summaries(a, build.summarise(_rows(swapped))) == [
+        "environmental/wind/dev: same count (1), other clips"]
+    # a newer package version that lost a clip: counts and versions are named
+    newer = base[:2] + [("wind", "dev", "w2", "pkgB", "2.1")]
+    diff = build.compare_summaries(a, build.summarise(_rows(newer)))
+    assert "package pkgB: 2 vs 1 clips (version 2.0 vs 2.1)" in diff
+    assert "environmental/wind/train: 1 vs 0 clips" in diff
+    # a summary written before digests existed is compared by counts, and says so
+    old = {k: v for k, v in a.items() if k not in ("clip_digests", "package_versions")}
+    assert build.compare_summaries(old, build.summarise(_rows(swapped)))[-1].startswith("(clip digests missing in A")
+
+
+def test_corpus_compare_command_exit_status(tmp_path, capsys):
+    import argparse
+    from plugin_bridge.corpus import cli
+    ap = argparse.ArgumentParser()
+    cli.register(ap.add_subparsers(dest="command"))
+    one = build.summarise(_rows([("rain", "dev", "r1", "pkgA", "1.0")]))
+    two = build.summarise(_rows([("rain", "dev", "r2", "pkgA", "1.0")]))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(one))
+    (tmp_path / "b.json").write_text(json.dumps(two))
+    (tmp_path / "same.json").write_text(json.dumps(one))
+    args = ap.parse_args(["corpus", "compare", str(tmp_path / "a"), str(tmp_path / "b.json")])
+    assert args.func(args) == 1
+    assert "environmental/rain/dev: same count (1), other clips" in capsys.readouterr().out
+    args = ap.parse_args(["corpus", "compare", str(tmp_path / "a"), str(tmp_path / "same.json")])
+    assert args.func(args) == 0
+    assert "the same clips" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{not json")
+    args = ap.parse_args(["corpus", "compare", str(tmp_path / "a"), str(tmp_path / "bad.json")])
+    with pytest.raises(PluginBridgeError, match="bad.json: not a readable corpus summary"):
+        args.func(args)

@@ -539,8 +539,57 @@ def summarise(rows: list[dict], out: Path | None = None, scratch: Path | None = 
         "by_split": agg(lambda r: r["split"]),
         "by_label_split": agg(lambda r: f"{r['family']}/{r['label']}/{r['split']}"),
         "groups_per_label": {k: len(v) for k, v in sorted(_groups(rows).items())},
+        "package_versions": package_versions(rows),
+        "clip_digests": clip_digests(rows),
         "attributions_required": att,
     }
+
+
+def package_versions(rows: list[dict]) -> dict[str, list[str]]:
+    """package -> the Debian/PyPI versions its clips came from (a rebuild on a newer archive differs here)."""
+    v: dict[str, set] = defaultdict(set)
+    for r in rows:
+        v[r["package"]].add(str(r["version"]))
+    return {k: sorted(v[k]) for k in sorted(v)}
+
+
+def clip_digests(rows: list[dict]) -> dict[str, str]:
+    """``family/label/split`` -> a short SHA-256 of its sorted clip ids.  Two builds whose digests agree
+    hold the same clips there (ids name a source file and piece, not the decoded bytes), so comparing two
+    summaries says which labels and splits a rebuild changed, the dev split included."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        ids[f"{r['family']}/{r['label']}/{r['split']}"].append(r["id"])
+    return {k: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest()[:16] for k, v in sorted(ids.items())}
+
+
+def compare_summaries(a: dict, b: dict) -> list[str]:
+    """What differs between two corpus builds' summary.json (A, B): clip counts per package (with the
+    package versions when recorded) and the label splits whose clips differ.  Empty when they agree."""
+    out = []
+    if (a.get("clips"), a.get("minutes")) != (b.get("clips"), b.get("minutes")):
+        out.append(f"clips: {a.get('clips')} ({a.get('minutes')} min) vs {b.get('clips')} ({b.get('minutes')} min)")
+    va, vb = a.get("package_versions", {}), b.get("package_versions", {})
+    pa, pb = a.get("by_package", {}), b.get("by_package", {})
+    for pkg in sorted(set(pa) | set(pb) | set(va) | set(vb)):
+        ca, cb = pa.get(pkg, {}).get("clips", 0), pb.get(pkg, {}).get("clips", 0)
+        vers_a, vers_b = va.get(pkg), vb.get(pkg)
+        if ca != cb or (vers_a and vers_b and vers_a != vers_b):
+            vtxt = f" (version {', '.join(vers_a)} vs {', '.join(vers_b)})" if vers_a and vers_b and vers_a != vers_b \
+                else ""
+            out.append(f"package {pkg}: {ca} vs {cb} clips{vtxt}")
+    da, db = a.get("clip_digests"), b.get("clip_digests")
+    sa, sb = a.get("by_label_split", {}), b.get("by_label_split", {})
+    for key in sorted(set(sa) | set(sb) | set(da or {}) | set(db or {})):
+        ca, cb = sa.get(key, {}).get("clips", 0), sb.get(key, {}).get("clips", 0)
+        if ca != cb:
+            out.append(f"{key}: {ca} vs {cb} clips")
+        elif da is not None and db is not None and da.get(key) != db.get(key):
+            out.append(f"{key}: same count ({ca}), other clips")
+    if da is None or db is None:
+        out.append("(clip digests missing in " + " and ".join(n for n, d in (("A", da), ("B", db)) if d is None) +
+                   ": a summary written before they were recorded; only counts compared)")
+    return out
 
 
 def _groups(rows):

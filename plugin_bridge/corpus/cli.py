@@ -32,6 +32,13 @@ def register(subparsers) -> None:
     b.add_argument("--prune", action="store_true",
                    help="delete clip files that the new manifest no longer references")
     b.set_defaults(func=_build)
+    c = sub.add_parser("compare", help="what differs between two corpus builds (their summary.json)",
+                       description="Compare two builds' summary.json: clip counts per package (and package "
+                                   "versions), and the label splits (dev included) whose clips differ. Exit 1 "
+                                   "when they differ.")
+    c.add_argument("a", type=Path, help="a corpus folder or its summary.json")
+    c.add_argument("b", type=Path, help="another corpus folder or summary.json")
+    c.set_defaults(func=_compare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -50,3 +57,21 @@ def _build(args: argparse.Namespace) -> int:
           jobs=args.jobs, inst_minutes=args.instrument_minutes, tts_scale=args.tts_scale,
           labels_json=args.labels_json, prune=args.prune)
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .build import compare_summaries
+    from .sources import CorpusError
+
+    docs = []
+    for p in (args.a, args.b):
+        f = p / "summary.json" if p.is_dir() else p
+        try:
+            docs.append(json.loads(f.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise CorpusError(f"{f}: not a readable corpus summary ({exc})") from None
+    lines = compare_summaries(*docs)
+    print("\n".join(lines) if lines else "the two builds hold the same clips")
+    return 1 if any(not l.startswith("(") for l in lines) else 0
