@@ -123,6 +123,42 @@ def test_few_steps_reduce_loss_on_fixed_batch(tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_channels_last_training_step_is_the_same_arithmetic_and_saves_the_same_file(tmp_path):
+    """The trainer runs on CPU in NHWC (faster oneDNN kernels): a checkpoint written from it holds the same
+    tensors as one from NCHW, and its loss and gradients are the exact (float64) ones to float32 rounding."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from plugin_bridge.models.registry import save_safetensors_model
+
+    lj = _make_corpus(str(tmp_path))
+    exs = Mixer(Corpus.load(str(tmp_path), "train", lj), MixerConfig(seconds=1.0, absent_fraction=0.0,
+                                                                      augment=False), seed=3).batch(4)
+    mix = torch.from_numpy(np.stack([e.mixture for e in exs]))[:, None]
+    tgt = torch.from_numpy(np.stack([e.target for e in exs]))[:, None]
+    cond = torch.from_numpy(HashEncoder(384).encode([e.query for e in exs]))
+    torch.manual_seed(0)
+    nchw = ResUNet(TINY)
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(nchw).double()  # the exact arithmetic both float32 layouts approximate
+    assert nhwc.base.encoder_block1.conv_block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    save_safetensors_model(nchw, str(tmp_path / "a.safetensors"))
+    save_safetensors_model(nhwc, str(tmp_path / "b.safetensors"))
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses, grads = [], []
+    for net, dt in ((nchw, torch.float32), (nhwc, torch.float32), (ref, torch.float64)):
+        loss = (forward_padded(net, mix.to(dt), cond.to(dt)) - tgt.to(dt)).abs().mean()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.double().flatten() for p in net.parameters() if p.grad is not None]))
+    assert losses[1] == pytest.approx(losses[2], rel=1e-5) and losses[0] == pytest.approx(losses[2], rel=1e-5)
+    # float32 sums in another order: the whole gradient within a few 1e-4 of float64 (NCHW: 3e-4, NHWC: 6e-4)
+    err = [float((g - grads[2]).norm() / grads[2].norm()) for g in grads[:2]]
+    assert err[1] < 2e-3 and err[0] < 2e-3, err
+
+
 def test_train_loop_checkpoints_and_resumes(tmp_path):
     lj = _make_corpus(str(tmp_path / "corpus"))
     run = str(tmp_path / "run")

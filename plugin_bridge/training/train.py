@@ -322,6 +322,11 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
         f"dev mixtures: {len(dev_examples)}; query texts: {len(table.texts)}; device {device}")
 
     net = ResUNet(model_cfg).to(device)
+    if device == "cpu":
+        # NHWC: oneDNN's CPU convolutions make a training step of the default network about 8 % faster than
+        # NCHW (3.07 -> 2.82 s, batch 16 x 3 s, 2 threads, interleaved A/B on the 2-core machine); same
+        # arithmetic to float32 rounding, and checkpoints are saved contiguous, so files do not change
+        net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, best, elapsed = 0, -1e9, 0.0
     sp = _state_path(cfg.run)
