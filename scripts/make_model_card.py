@@ -257,6 +257,11 @@ def main() -> int:
     ap.add_argument("--previous", default=None,
                     help="benchmark JSON of the model this one replaces, on the same dev set (default "
                          "previous_benchmark.json in --inputs): a paired comparison table")
+    ap.add_argument("--dme", default=None,
+                    help="JSON from 'python -m plugin_bridge.training.dme --json' for these weights (default dme.json "
+                         "in --inputs): the demo's dialogue / music / effects split against its gain floor")
+    ap.add_argument("--previous-dme", default=None,
+                    help="the same for the model this one replaces (default previous_dme.json in --inputs)")
     ap.add_argument("--speed", default=None, help="JSON of further measured lines (memory...)")
     ap.add_argument("--speed-bench", action="append", default=[],
                     help="JSON from 'plugin-bridge bench --repeat N --json' (repeat for several rates)")
@@ -282,6 +287,8 @@ def main() -> int:
     cfg_path = run_cfg if run_cfg and os.path.exists(run_cfg) else have("train_config.json")
     a.benchmark = a.benchmark or have("benchmark.json")
     a.previous = a.previous or have("previous_benchmark.json")
+    a.dme = a.dme or have("dme.json")
+    a.previous_dme = a.previous_dme or have("previous_dme.json")
     a.speed = a.speed or have("memory.json")
     a.tradeoffs = a.tradeoffs or have("tradeoffs.json")
     if not a.speed_bench and os.path.isdir(inp):
@@ -305,7 +312,7 @@ def main() -> int:
 
         os.makedirs(inp, exist_ok=True)
         pairs = [(log_path, "train_log.jsonl"), (cfg_path, "train_config.json"), (a.benchmark, "benchmark.json"),
-                 (a.previous, "previous_benchmark.json"),
+                 (a.previous, "previous_benchmark.json"), (a.dme, "dme.json"), (a.previous_dme, "previous_dme.json"),
                  (a.speed, "memory.json"), (a.tradeoffs, "tradeoffs.json")]
         pairs += [(p, f"speed_bench_{i}.json") for i, p in enumerate(a.speed_bench)]
         if a.history:
@@ -483,10 +490,19 @@ def main() -> int:
         if meta.get("ema_decay"):
             what += f" (exponential moving average of the weights, decay {meta['ema_decay']})"
         pick = ""
+        shipped_kind = "val-ema" if meta.get("ema_decay") else "val"
         if vals and (str(best["step"]), best.get("kind") == "val-ema") != (meta["step"], bool(meta.get("ema_decay"))):
-            pick = (f"; not the validation's pick (step {best['step']}): chosen on the dev benchmark below"
-                    + (f", whose {bench['summary']['overall']['n']} mixtures outweigh validation's {best['n']}"
-                       if bench else ""))
+            cool_end = (int(tc["anneal_from"]) + int(tc["anneal_steps"])
+                        if tc.get("anneal_steps") and tc.get("anneal_from") is not None else None)
+            own = [r for r in same if str(r["step"]) == meta["step"] and r.get("kind") == shipped_kind]
+            if cool_end is not None and int(meta["step"]) == cool_end and own:
+                pick = (f": the cool-down's last step, shipped as planned rather than the validation's pick (step "
+                        f"{best['step']}, {selection_score(best['family_median_sdri']):.2f} against "
+                        f"{selection_score(own[-1]['family_median_sdri']):.2f} dB on its {best['n']} mixtures)")
+            else:
+                pick = (f"; not the validation's pick (step {best['step']}): chosen on the dev benchmark below"
+                        + (f", whose {bench['summary']['overall']['n']} mixtures outweigh validation's {best['n']}"
+                           if bench else ""))
         w(f"* Shipped weights: {what}, {float(meta.get('train_hours', 0)):.2f} h of training{pick}.")
     w("")
     w("## Training data (per family, package and licence)\n")
@@ -518,6 +534,8 @@ def main() -> int:
         w("```\n" + format_table(bench["summary"]) + "\n```\n")
         if a.previous:
             L.extend(previous_comparison(json.load(open(a.previous)), bench))
+    if a.dme:
+        L.extend(dme_lines(json.load(open(a.dme)), json.load(open(a.previous_dme)) if a.previous_dme else None))
     if v2:
         from plugin_bridge.corpus import procedural
         from plugin_bridge.models.registry import ConceptIndex
@@ -563,6 +581,29 @@ def previous_comparison(prev: dict, bench: dict) -> list[str]:
              for k, s in (("previous", prev), ("this", bench))}
     out.append(f"\nLabels whose median is not above the best-gain floor: previous model {len(below['previous'])}, "
                f"this model {len(below['this'])} ({', '.join(below['this']) or 'none'}).\n")
+    return out
+
+
+def dme_lines(dme: dict, prev: dict | None = None) -> list[str]:
+    """The bundled demo's dialogue / music / effects split (``plugin_bridge.training.dme``): each query's SDRi
+    asked alone and with the three together, beside the mixture turned down (the gain floor), and the
+    previous model's where its file is given.  One short mix: a first impression, not a benchmark."""
+    out = ["### The demo's dialogue / music / effects split (`python -m plugin_bridge.training.dme`)\n",
+           "SDRi in dB against the demo's own source tracks; margin = SDRi minus the best-constant-gain floor "
+           "(negative: the stem is worse than the mixture turned down). One 12-second mix "
+           "(`plugin_bridge/data/demo`, what `make demo` splits): what a first listen gives, too small to "
+           "rank two models by; the dev benchmark above does that.\n",
+           "| query | floor | alone | margin | together | margin |" + (" previous: alone | margin |" if prev else ""),
+           "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if prev else "")]
+    for q, rec in dme["single"].items():
+        joint = dme["joint"][q]
+        row = (f"| {q} | {rec['gain_floor']:.2f} | {rec['sdri']:.2f} | {rec['margin']:+.2f} | {joint['sdri']:.2f} "
+               f"| {joint['margin']:+.2f} |")
+        if prev:
+            p = prev["single"].get(q)
+            row += f" {p['sdri']:.2f} | {p['margin']:+.2f} |" if p else " n/a | n/a |"
+        out.append(row)
+    out.append("")
     return out
 
 
