@@ -490,10 +490,10 @@ def main() -> int:
         if meta.get("ema_decay"):
             what += f" (exponential moving average of the weights, decay {meta['ema_decay']})"
         pick = ""
-        shipped_kind = "val-ema" if meta.get("ema_decay") else "val"
         if vals and (str(best["step"]), best.get("kind") == "val-ema") != (meta["step"], bool(meta.get("ema_decay"))):
             cool_end = (int(tc["anneal_from"]) + int(tc["anneal_steps"])
                         if tc.get("anneal_steps") and tc.get("anneal_from") is not None else None)
+            shipped_kind = "val-ema" if meta.get("ema_decay") else "val"
             own = [r for r in same if str(r["step"]) == meta["step"] and r.get("kind") == shipped_kind]
             if cool_end is not None and int(meta["step"]) == cool_end and own:
                 pick = (f": the cool-down's last step, shipped as planned rather than the validation's pick (step "

@@ -574,9 +574,9 @@ def compare_summaries(a: dict, b: dict) -> list[str]:
     for pkg in sorted(set(pa) | set(pb) | set(va) | set(vb)):
         ca, cb = pa.get(pkg, {}).get("clips", 0), pb.get(pkg, {}).get("clips", 0)
         vers_a, vers_b = va.get(pkg), vb.get(pkg)
-        if ca != cb or (vers_a and vers_b and vers_a != vers_b):
-            vtxt = f" (version {', '.join(vers_a)} vs {', '.join(vers_b)})" if vers_a and vers_b and vers_a != vers_b \
-                else ""
+        other_version = bool(vers_a and vers_b and vers_a != vers_b)
+        if ca != cb or other_version:
+            vtxt = f" (version {', '.join(vers_a)} vs {', '.join(vers_b)})" if other_version else ""
             out.append(f"package {pkg}: {ca} vs {cb} clips{vtxt}")
     da, db = a.get("clip_digests"), b.get("clip_digests")
     sa, sb = a.get("by_label_split", {}), b.get("by_label_split", {})
