@@ -375,7 +375,7 @@ def _rows(spec):
              "version": ver, "licence": "GPL-2+", "duration": 3.0} for lab, sp, i, pkg, ver in spec]
 
 
-def test_two_builds_compare_by_package_version_and_by_which_clips_a_split_holds(capsys):
+def test_two_builds_compare_by_package_version_and_by_which_clips_a_split_holds():
     base = [("rain", "train", "r1", "pkgA", "1.0"), ("rain", "dev", "r2", "pkgA", "1.0"),
             ("wind", "train", "w1", "pkgB", "2.0"), ("wind", "dev", "w2", "pkgB", "2.0")]
     a = build.summarise(_rows(base))
