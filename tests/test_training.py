@@ -535,3 +535,50 @@ def test_model_card_compares_against_the_replaced_model_pairwise_and_refuses_oth
     other = bench([row("birds", "environmental", 3.0, 1.0)] * 4)
     with pytest.raises(SystemExit, match="same dev set"):
         card.previous_comparison(other, new)
+
+
+def _compile_run(tmp_path, name, compile_, **extra):
+    lj = _make_corpus(str(tmp_path / "corpus")) if not (tmp_path / "corpus").exists() else \
+        str(tmp_path / "corpus" / "labels.json")
+    run = str(tmp_path / name)
+    lines = []
+    cfg = TrainConfig(corpus=str(tmp_path / "corpus"), run=run, labels_json=lj, batch=4, seconds=1.0, max_steps=3,
+                      val_every=100, val_examples=6, log_every=1, warmup=2, planned_steps=20, compile=compile_,
+                      threads=2, **extra)
+    train(cfg, TINY, encoder=HashEncoder(384), log=lines.append)
+    st = torch.load(os.path.join(run, "state.pt"), weights_only=True)
+    losses = [json.loads(l)["loss"] for l in open(os.path.join(run, "log.jsonl")) if '"loss"' in l]
+    return st, losses, lines
+
+
+def test_compiled_training_steps_train_the_same_weights_as_eager_ones(tmp_path):
+    """`train --compile` (the CLI default) runs the steps through torch.compile: the same losses, and the same
+    weights, BatchNorm statistics and state_dict keys in the checkpoint, to float32 rounding."""
+    eager, le, _ = _compile_run(tmp_path, "eager", False)
+    comp, lc, lines = _compile_run(tmp_path, "compiled", True)
+    assert not any("torch.compile failed" in l for l in lines), lines
+    assert lc == pytest.approx(le, rel=1e-4) and len(lc) == 3
+    assert eager["model"].keys() == comp["model"].keys()
+    # Adam's normalised steps carry float32 rounding into the weights at the size of the learning rate, so
+    # the comparison is over the whole model: within 1e-3 of its norm (a wrong graph is off by far more)
+    keys = [k for k, v in eager["model"].items() if v.is_floating_point()]
+    e = torch.cat([eager["model"][k].flatten() for k in keys])
+    c = torch.cat([comp["model"][k].flatten() for k in keys])
+    assert float((e - c).norm() / e.norm()) < 1e-3
+    assert not torch.equal(eager["model"]["base.bn0.running_mean"], torch.zeros_like(eager["model"]["base.bn0.running_mean"]))
+
+
+def test_a_failed_compile_falls_back_to_eager_training_and_says_so(tmp_path, monkeypatch):
+    class Broken:
+        def __init__(self, net):
+            self.cfg = net.cfg
+
+        def __call__(self, *a, **k):
+            raise RuntimeError("no C++ compiler\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda net: Broken(net))
+    eager, le, _ = _compile_run(tmp_path, "eager", False)
+    fell, lf, lines = _compile_run(tmp_path, "fell", True)
+    assert [l for l in lines if "torch.compile failed" in l] == \
+        ["torch.compile failed (RuntimeError: no C++ compiler); training on eagerly"]
+    assert lf == pytest.approx(le, rel=1e-6) and fell["step"] == 3

@@ -73,6 +73,11 @@ class TrainConfig:
     loss: str = "l1"  # "l1": level-normalised waveform L1; "snr": thresholded negative SNR (see snr_loss)
     umbrella_fraction: float = 0.0  # share of examples that query an umbrella ("effects", "ambience")
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: none); validated beside the raw weights
+    # torch.compile the network for the training steps (not for validation, which runs the same weights
+    # eagerly): on the 2-core CPU the network + loss + AdamW part of a step of the default model
+    # takes 2.43 s compiled against 3.41 s eager (interleaved A/B, batch 16 x 3 s; compiling: 1-2 min at the start
+    # of each stretch, seconds with a warm inductor cache); if compiling fails the run goes on eagerly and says so
+    compile: bool = False
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -404,6 +409,9 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
     base_elapsed = elapsed
     losses = []
     net.train()
+    # the training steps run a compiled view of the same module (its parameters, its state_dict keys); the
+    # first step compiles it; validation, EMA and checkpoints use ``net`` itself
+    step_net, compiled_ok = (torch.compile(net), False) if cfg.compile else (net, True)
     try:
         while not stop["flag"]:
             if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -416,10 +424,20 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
             cond = table([e.query for e in exs]).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            est = forward_padded(net, mix, cond)
-            loss = loss_fn(est, tgt, mix)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss = loss_fn(forward_padded(step_net, mix, cond), tgt, mix)
+                loss.backward()
+            except Exception as exc:  # noqa: BLE001 - only a compile failure is caught, on the first step
+                if step_net is net or compiled_ok:
+                    raise
+                log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                    "training on eagerly")
+                step_net = net
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(forward_padded(net, mix, cond), tgt, mix)
+                loss.backward()
+            compiled_ok = True
             gn = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             if torch.isfinite(loss) and torch.isfinite(gn):
                 opt.step()
