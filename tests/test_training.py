@@ -582,3 +582,44 @@ def test_a_failed_compile_falls_back_to_eager_training_and_says_so(tmp_path, mon
     assert [l for l in lines if "torch.compile failed" in l] == \
         ["torch.compile failed (RuntimeError: no C++ compiler); training on eagerly"]
     assert lf == pytest.approx(le, rel=1e-6) and fell["step"] == 3
+
+
+def test_prefetched_batches_are_the_mixers_own_and_a_resumed_run_draws_the_same_ones(tmp_path):
+    """The trainer draws each next batch on a background thread: the batches are exactly what the mixer gives
+    in order, and the RNG state it checkpoints is where the next batch not yet trained on starts, so a run
+    stopped and resumed trains on the same mixtures (and reaches the same losses) as one that never stopped."""
+    from plugin_bridge.training.mixer import BatchPrefetcher
+
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    corpus = Corpus.load(str(tmp_path / "corpus"), "train", lj)
+    ref = Mixer(corpus, MixerConfig(seconds=1.0), seed=7)
+    want = [ref.batch(3) for _ in range(3)]
+    m = Mixer(corpus, MixerConfig(seconds=1.0), seed=7)
+    feed = BatchPrefetcher(m, 3)
+    try:
+        for k in range(3):
+            mix, tgt, queries = feed.take()
+            assert np.array_equal(mix, np.stack([e.mixture for e in want[k]]))
+            assert np.array_equal(tgt, np.stack([e.target for e in want[k]]))
+            assert queries == [e.query for e in want[k]]
+        # checkpointed state: where batch 4 starts, although the feed has drawn it already
+        again = Mixer(corpus, MixerConfig(seconds=1.0), seed=0)
+        again.rng.bit_generator.state = feed.rng_state
+        nxt = feed.take()
+        assert np.array_equal(np.stack([e.mixture for e in again.batch(3)]), nxt[0])
+    finally:
+        feed.close()
+
+    base = dict(corpus=str(tmp_path / "corpus"), labels_json=lj, batch=4, seconds=1.0, val_every=100,
+                val_examples=6, log_every=1, warmup=2, planned_steps=20, threads=1)
+    train(TrainConfig(run=str(tmp_path / "straight"), max_steps=4, **base), TINY, encoder=HashEncoder(384),
+          log=lambda s: None)
+    train(TrainConfig(run=str(tmp_path / "resumed"), max_steps=2, **base), TINY, encoder=HashEncoder(384),
+          log=lambda s: None)
+    train(TrainConfig(run=str(tmp_path / "resumed"), max_steps=4, **base), TINY, encoder=HashEncoder(384),
+          log=lambda s: None)
+
+    def losses(run):
+        return [json.loads(l)["loss"] for l in open(tmp_path / run / "log.jsonl") if '"loss"' in l]
+
+    assert len(losses("straight")) == 4 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)

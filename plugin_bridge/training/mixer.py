@@ -302,3 +302,36 @@ class Mixer:
 
     def batch(self, n: int) -> list[Example]:
         return [self.example() for _ in range(n)]
+
+
+class BatchPrefetcher:
+    """Draws the next training batch on a background thread while the current step runs.
+
+    The mixer is single-threaded numpy and Pedalboard work (7.6 % of a compiled training step on 2 cores,
+    with one core idle while it ran); here it overlaps the network's step.  The batches are the ones
+    ``mixer.batch`` would have given, in the same order.  ``rng_state`` is the mixer's RNG state where the
+    next batch not yet *taken* starts, which is what a checkpoint must record: a run resumed from it draws
+    the same batches as one that never stopped (a batch drawn ahead but not taken is drawn again)."""
+
+    def __init__(self, mixer: Mixer, n: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.mixer, self.n = mixer, n
+        self.rng_state = mixer.rng.bit_generator.state
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mixer")
+        self._next = self._pool.submit(self._draw)
+
+    def _draw(self):
+        exs = self.mixer.batch(self.n)
+        return (np.stack([e.mixture for e in exs]), np.stack([e.target for e in exs]), [e.query for e in exs],
+                self.mixer.rng.bit_generator.state)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(mixtures (n, L), targets (n, L), query texts) of the next batch; starts drawing the one after."""
+        mix, tgt, queries, after = self._next.result()
+        self._next = self._pool.submit(self._draw)
+        self.rng_state = after
+        return mix, tgt, queries
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -34,7 +34,7 @@ from plugin_bridge.models.registry import DEFAULT_CONFIG, load_safetensors_model
 from plugin_bridge.models.losses import LOSSES
 from plugin_bridge.models.resunet import ResUNet, ResUNetConfig, forward_padded
 from plugin_bridge.metrics import sdr
-from plugin_bridge.training.mixer import Corpus, Mixer, MixerConfig, query_texts
+from plugin_bridge.training.mixer import BatchPrefetcher, Corpus, Mixer, MixerConfig, query_texts
 
 #: the shipped model's label vocabulary (models/training/labels.json, data of the ``models`` room)
 LABELS_JSON = os.path.join(os.path.dirname(os.path.abspath(plugin_bridge.models.__file__)), "training", "labels.json")
@@ -412,16 +412,19 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
     # the training steps run a compiled view of the same module (its parameters, its state_dict keys); the
     # first step compiles it; validation, EMA and checkpoints use ``net`` itself
     step_net, compiled_ok = (torch.compile(net), False) if cfg.compile else (net, True)
+    # the next batch is mixed on a background thread while this step runs; checkpoints record the mixer's
+    # RNG where the next batch not yet trained on starts (feed.rng_state), so resuming is exact
+    feed = BatchPrefetcher(mixer, cfg.batch)
     try:
         while not stop["flag"]:
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
             if cfg.max_hours is not None and time.monotonic() - t_start > cfg.max_hours * 3600:
                 break
-            exs = mixer.batch(cfg.batch)
-            mix = torch.from_numpy(np.stack([e.mixture for e in exs]))[:, None].to(device)
-            tgt = torch.from_numpy(np.stack([e.target for e in exs]))[:, None].to(device)
-            cond = table([e.query for e in exs]).to(device)
+            mix, tgt, queries = feed.take()
+            mix = torch.from_numpy(mix)[:, None].to(device)
+            tgt = torch.from_numpy(tgt)[:, None].to(device)
+            cond = table(queries).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
@@ -479,10 +482,11 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                         save_safetensors_model(cpu_net, os.path.join(cfg.run, "best.safetensors"), **meta)
                     model.to(device)
             if now - t_ckpt > cfg.ckpt_every_s:
-                save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from, ema)
+                save_state(sp, net, opt, step, best, feed.rng_state, elapsed, dev_id, cfg.anneal_from, ema)
                 t_ckpt = now
     finally:
-        save_state(sp, net, opt, step, best, mixer.rng.bit_generator.state, elapsed, dev_id, cfg.anneal_from, ema)
+        feed.close()
+        save_state(sp, net, opt, step, best, feed.rng_state, elapsed, dev_id, cfg.anneal_from, ema)
         logf.close()
         for s, h in old.items():
             signal.signal(s, h)
