@@ -623,3 +623,28 @@ def test_prefetched_batches_are_the_mixers_own_and_a_resumed_run_draws_the_same_
         return [json.loads(l)["loss"] for l in open(tmp_path / run / "log.jsonl") if '"loss"' in l]
 
     assert len(losses("straight")) == 4 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)
+
+
+def test_training_speed_bench_feeds_every_arm_the_same_batches(tmp_path, monkeypatch):
+    """`bench --train` compares eager, compiled and compiled+prefetch steps: a fair A/B needs each arm to train
+    the same network on the same mixtures in the same order, round after round (the prefetch arm resumes its
+    mixer where its taken batches ended). With compiling replaced by the identity the arms are the same
+    arithmetic, so their losses must agree step for step; the figures are per-arm medians over the rounds."""
+    monkeypatch.setattr(torch, "compile", lambda net: net)
+    from plugin_bridge.bench.train_speed import run_train_bench
+
+    lj = _make_corpus(str(tmp_path / "corpus"))
+    lines = []
+    res = run_train_bench(str(tmp_path / "corpus"), lj, steps=2, rounds=2, threads=1, batch=3, seconds=1.0,
+                          model_cfg=TINY, encoder=HashEncoder(384), out=lines.append)
+    assert set(res["losses"]) == {"eager", "compiled", "compiled+prefetch"}
+    ref = res["losses"]["eager"]
+    assert len(ref) == 2 * (1 + 2) and len(set(ref)) > 1
+    for arm in ("compiled", "compiled+prefetch"):
+        assert res["losses"][arm] == pytest.approx(ref, rel=1e-6), arm
+    assert all(len(v) == 2 and min(v) > 0 for v in res["rounds"].values())
+    assert "compiled+prefetch" in lines[1] and "speed vs eager" in lines[1]
+
+    noise = run_train_bench(None, steps=1, rounds=1, threads=1, batch=2, seconds=1.0, model_cfg=TINY, out=lines.append)
+    assert set(noise["losses"]) == {"eager", "compiled"}
+    assert noise["losses"]["compiled"] == pytest.approx(noise["losses"]["eager"], rel=1e-6)
