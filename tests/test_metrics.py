@@ -72,3 +72,42 @@ def test_benchmark_scores_a_set(tmp_path):
         assert r["sdri_irm"] > 1.0
     s = summarise(res)
     assert s["overall"]["n"] == 3 and "environmental" in s["families"]
+
+
+def test_benchmark_compare_pairs_two_models_on_the_same_mixtures(tmp_path, capsys):
+    """`benchmark --compare OLD.json NEW.json`: per group, both medians and the mean +- standard error of the
+    per-mixture differences; files scored on different mixtures are refused."""
+    import json
+
+    from plugin_bridge.cli import main
+    from plugin_bridge.errors import ConfigError
+    from plugin_bridge.training.benchmark import paired_compare
+
+    def row(label, family, mix, sdri, below):
+        return {"label": label, "family": family, "sdr_mix": mix, "sdri": sdri, "below_gain": below, "sdri_para": sdri - 1}
+
+    old = [row("rain", "environmental", 0.5, 2.0, True), row("rain", "environmental", -1.0, 4.0, False),
+           row("piano", "instruments", 2.0, 6.0, False), row("effects", "umbrella", 1.0, 1.0, True)]
+    new = [dict(r, sdri=r["sdri"] + d, below_gain=b) for r, d, b in zip(old, (1.0, 3.0, -0.5, 2.0), (False, False, False, True))]
+    recs = {r["group"]: r for r in paired_compare(old, new)}
+    assert list(recs) == ["overall", "family: environmental", "family: instruments", "family: umbrella",
+                          "umbrella: effects"]
+    env = recs["family: environmental"]
+    assert (env["n"], env["old_median"], env["new_median"]) == (2, 3.0, 5.0)
+    assert env["paired_mean"] == pytest.approx(2.0) and env["paired_se"] == pytest.approx(1.0)  # diffs 1 and 3
+    assert env["old_below_floor"] == 0.5 and env["new_below_floor"] == 0.0
+    assert recs["overall"]["paired_mean"] == pytest.approx(5.5 / 4)
+    assert recs["umbrella: effects"]["new_below_floor"] == 1.0
+
+    for name, rows in (("old", old), ("new", new)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"model": name, "rows": rows}))
+    assert main(["benchmark", "--compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    out = capsys.readouterr().out
+    assert "family: environmental" in out and "+2.00 +- 1.00" in out and "50.0 % -> 0.0 %" in out
+
+    other = [dict(r) for r in new]
+    other[1]["sdr_mix"] += 0.1  # another mixture in the same place
+    with pytest.raises(ConfigError, match="same mixtures"):
+        paired_compare(old, other)
+    with pytest.raises(ConfigError, match="same mixtures"):
+        paired_compare(old, new[:3])

@@ -251,7 +251,66 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_compare(old: list[dict], new: list[dict]) -> list[dict]:
+    """Two models scored on the same mixtures (``benchmark --json`` rows, in the same order) -> one record per
+    group (overall, each family, each umbrella query): n, both medians, the mean of the per-mixture SDRi
+    differences (new - old) with its standard error, and both shares below the best-gain floor.
+
+    Raises ConfigError when the rows are not the same mixtures (labels or mixture SDRs differ)."""
+    if len(old) != len(new) or any(a["label"] != b["label"] or abs(a["sdr_mix"] - b["sdr_mix"]) > 1e-6
+                                   for a, b in zip(old, new)):
+        raise ConfigError("the two benchmark files were not scored on the same mixtures (rebuild neither set: "
+                          "score both models on one --set)")
+    groups = [("overall", list(range(len(old))))]
+    groups += [(f"family: {f}", [i for i, r in enumerate(old) if r["family"] == f])
+               for f in sorted({r["family"] for r in old})]
+    groups += [(f"umbrella: {u}", [i for i, r in enumerate(old) if r["family"] == "umbrella" and r["label"] == u])
+               for u in sorted({r["label"] for r in old if r["family"] == "umbrella"})]
+    out = []
+    for name, idx in groups:
+        d = np.array([new[i]["sdri"] - old[i]["sdri"] for i in idx], np.float64)
+        rec = {"group": name, "n": len(idx), "old_median": float(np.median([old[i]["sdri"] for i in idx])),
+               "new_median": float(np.median([new[i]["sdri"] for i in idx])), "paired_mean": float(d.mean()),
+               "paired_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
+        for tag, rows in (("old", old), ("new", new)):
+            below = [rows[i]["below_gain"] for i in idx if "below_gain" in rows[i]]
+            rec[f"{tag}_below_floor"] = float(np.mean(below)) if below else float("nan")
+        out.append(rec)
+    return out
+
+
+def format_paired(recs: list[dict]) -> str:
+    lines = [f"{'group':<28}{'n':>5}{'old':>8}{'new':>8}{'paired mean +- s.e.':>22}{'below floor old -> new':>24}"]
+    for r in recs:
+        lines.append(f"{r['group']:<28}{r['n']:>5}{r['old_median']:>8.2f}{r['new_median']:>8.2f}"
+                     f"{r['paired_mean']:>+14.2f} +- {r['paired_se']:.2f}"
+                     f"{100 * r['old_below_floor']:>15.1f} % -> {100 * r['new_below_floor']:.1f} %")
+    return "\n".join(lines)
+
+
+def run_compare(old_path: str, new_path: str) -> int:
+    docs = []
+    for p in (old_path, new_path):
+        try:
+            with open(p, encoding="utf-8") as f:
+                docs.append(json.load(f))
+            docs[-1]["rows"][0]["sdri"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ConfigError(f"{p}: not a 'plugin-bridge benchmark --json' file with rows ({exc})") from None
+    recs = paired_compare(docs[0]["rows"], docs[1]["rows"])
+    print(f"old: {docs[0].get('model', old_path)} ({old_path})\nnew: {docs[1].get('model', new_path)} ({new_path})\n"
+          "median SDRi (dB) and the paired difference new - old on the same mixtures")
+    print(format_paired(recs))
+    para = [float(np.median([r["sdri_para"] for r in d["rows"] if "sdri_para" in r] or [np.nan])) for d in docs]
+    print(f"paraphrased queries, median SDRi: {para[0]:.2f} -> {para[1]:.2f}")
+    return 0
+
+
 def run_benchmark(args) -> int:
+    if getattr(args, "compare", None):
+        return run_compare(*args.compare)
+    if not args.set_dir:
+        raise ConfigError("benchmark: --set is required (or --compare OLD.json NEW.json)")
     if args.make_dev:
         make_dev_set(args.make_dev, args.set_dir, per_family=args.per_family, three_source=args.three_source,
                      per_umbrella=args.per_umbrella, labels_json=getattr(args, "labels_json", None))

@@ -65,7 +65,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
-    b.add_argument("--set", required=True, dest="set_dir", help="folder with manifest.csv (mixture,target,query[,paraphrase])")
+    b.add_argument("--set", dest="set_dir", default=None, help="folder with manifest.csv (mixture,target,query[,paraphrase])")
     b.add_argument("--model", default=None)
     b.add_argument("--labels-json", default=None,
                    help="--make-dev: label vocabulary (default models/training/labels.json)")
@@ -83,6 +83,10 @@ def register(sub) -> None:
                    help="score the network directly on the model-rate mixtures (no engine, paraphrase or oracle): "
                         "a quick paired comparison of training recipes")
     b.add_argument("--subset", type=int, default=None, help="with --direct: score this many rows, spread evenly")
+    b.add_argument("--compare", nargs=2, metavar=("OLD.json", "NEW.json"), default=None,
+                   help="instead of scoring: two --json results on the same mixtures -> per family and umbrella "
+                        "query, both medians and the paired difference (mean +- standard error), and the shares "
+                        "below the best-gain floor")
     b.set_defaults(func=cmd_benchmark)
 
 
