@@ -626,12 +626,12 @@ def test_prefetched_batches_are_the_mixers_own_and_a_resumed_run_draws_the_same_
 
 
 def test_training_speed_bench_feeds_every_arm_the_same_batches(tmp_path, monkeypatch):
-    """`bench --train` compares eager, compiled and compiled+prefetch steps: a fair A/B needs each arm to train
+    """`train --time-steps N` compares eager, compiled and compiled+prefetch steps: a fair A/B needs each arm to train
     the same network on the same mixtures in the same order, round after round (the prefetch arm resumes its
     mixer where its taken batches ended). With compiling replaced by the identity the arms are the same
     arithmetic, so their losses must agree step for step; the figures are per-arm medians over the rounds."""
     monkeypatch.setattr(torch, "compile", lambda net: net)
-    from plugin_bridge.bench.train_speed import run_train_bench
+    from plugin_bridge.training.speed import run_train_bench
 
     lj = _make_corpus(str(tmp_path / "corpus"))
     lines = []

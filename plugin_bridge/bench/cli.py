@@ -1,6 +1,6 @@
 """``plugin-bridge bench``: speed and memory per backend (``speed``), cold start and batch throughput
-(``startup``), and the desktop app's start-up (``gui``), each measured in fresh child processes; training
-step time (``train_speed``, in process: its arms take turns).
+(``startup``), and the desktop app's start-up (``gui``), each measured in fresh child processes.  (Training
+step time is the training room's: ``plugin-bridge train --time-steps N``.)
 
 The measuring modules import the engine, the models and torch; they are imported when the command runs,
 not when ``plugin-bridge`` builds its parser (``python -X importtime``: torch alone is ~2 s).
@@ -35,24 +35,12 @@ def register(sub) -> None:
     b.add_argument("--seconds", type=float, default=5.0, help="--batch: length of each short file (default 5)")
     b.add_argument("--long-minutes", type=float, default=2.0, help="--batch: length of the long file (default 2)")
     b.add_argument("--ray-workers", type=int, default=2, help="--batch: Ray actors (0: skip Ray; default 2)")
-    b.add_argument("--train", action="store_true",
-                   help="training speed instead: seconds per step of the default network, eager vs torch.compile vs "
-                        "compile + batch prefetch, arms taking turns (see plugin_bridge/bench/train_speed.py)")
-    b.add_argument("--corpus", default=None, help="--train: corpus folder for real mixtures (else random noise)")
-    b.add_argument("--labels-json", default=None, help="--train: the corpus's label table")
-    b.add_argument("--steps", type=int, default=8, help="--train: timed steps per arm and round (default 8)")
-    b.add_argument("--rounds", type=int, default=3, help="--train: rounds of the arms taking turns (default 3)")
     b.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     from plugin_bridge.bench import gui, speed, startup
 
-    if args.train:
-        from plugin_bridge.bench.train_speed import run_train_bench
-
-        run_train_bench(args.corpus, args.labels_json, steps=args.steps, rounds=args.rounds, threads=args.threads)
-        return 0
     if args.startup:
         return startup.run_startup(args)
     if args.batch:

@@ -52,6 +52,11 @@ def register(sub) -> None:
                    help="run the training steps eagerly; by default the network is compiled with torch.compile "
                         "(the network's part of a step 1.4x faster on a 2-core CPU, 1-2 min to compile when a stretch starts; needs a C++ "
                         "compiler, else the run goes on eagerly and says so)")
+    p.add_argument("--time-steps", type=int, metavar="N", default=0,
+                   help="instead of training: seconds per step, eager vs torch.compile vs compile + batch prefetch, "
+                        "the arms taking turns on the same batches, N timed steps per arm and round (with --corpus: "
+                        "its mixtures, else random noise; plugin_bridge/training/speed.py)")
+    p.add_argument("--time-rounds", type=int, default=3, help="--time-steps: rounds of the arms taking turns (default 3)")
     p.add_argument("--save-resume", metavar="DIR", default=None,
                    help="instead of training, write the run's state (weights, EMA, optimiser, RNG, log) as a "
                         "compact safetensors+JSON bundle to DIR, to commit and resume on another machine")
@@ -123,6 +128,14 @@ def cmd_train(args) -> int:
     if args.save_resume:
         sc = save_resume(args.run, args.save_resume)
         print(f"resume bundle for step {sc['step']} written to {args.save_resume}")
+        return 0
+    if args.time_steps:
+        from plugin_bridge.training.speed import run_train_bench
+
+        run_train_bench(args.corpus, args.labels_json, steps=args.time_steps, rounds=args.time_rounds,
+                        threads=args.threads, batch=args.batch, seconds=args.seconds,
+                        family_weights=parse_family_weights(args.family_weights),
+                        umbrella_fraction=args.umbrella_fraction)
         return 0
     if args.resume_from and not os.path.exists(os.path.join(args.run, "state.pt")):
         print(f"rebuilt {args.run}/state.pt from {args.resume_from} (step {restore_resume(args.resume_from, args.run)})")

@@ -309,7 +309,7 @@ class BatchPrefetcher:
 
     The mixer is single-threaded numpy and Pedalboard work (7.6 % of a training step on 2 cores); here it
     overlaps the network's step. Where the network keeps every core busy that buys nothing measurable (the
-    2-core machine: 2.28 s per compiled step with or without it, ``bench --train``); it pays where a core is
+    2-core machine: 2.28 s per compiled step with or without it, ``train --time-steps``); it pays where a core is
     free, as on a GPU machine.  The batches are the ones
     ``mixer.batch`` would have given, in the same order.  ``rng_state`` is the mixer's RNG state where the
     next batch not yet *taken* starts, which is what a checkpoint must record: a run resumed from it draws

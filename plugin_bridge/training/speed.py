@@ -1,4 +1,4 @@
-"""``plugin-bridge bench --train``: seconds per training step of the default network, as an interleaved A/B.
+"""``plugin-bridge train --time-steps N``: seconds per training step of the default network, as an interleaved A/B.
 
 The trainer (``plugin_bridge.training.train``) runs its steps through ``torch.compile`` and mixes the next
 batch on a background thread (``BatchPrefetcher``).  This measures what each of those buys, on this machine,
