@@ -303,17 +303,24 @@ class Mixer:
     def batch(self, n: int) -> list[Example]:
         return [self.example() for _ in range(n)]
 
+    def batch_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``batch(n)`` as the trainer feeds it: mixtures (n, L), targets (n, L) and the query texts."""
+        exs = self.batch(n)
+        return np.stack([e.mixture for e in exs]), np.stack([e.target for e in exs]), [e.query for e in exs]
+
 
 class BatchPrefetcher:
     """Draws the next training batch on a background thread while the current step runs.
 
-    The mixer is single-threaded numpy and Pedalboard work (7.6 % of a training step on 2 cores); here it
-    overlaps the network's step. Where the network keeps every core busy that buys nothing measurable (the
-    2-core machine: 2.28 s per compiled step with or without it, ``train --time-steps``); it pays where a core is
-    free, as on a GPU machine.  The batches are the ones
-    ``mixer.batch`` would have given, in the same order.  ``rng_state`` is the mixer's RNG state where the
-    next batch not yet *taken* starts, which is what a checkpoint must record: a run resumed from it draws
-    the same batches as one that never stopped (a batch drawn ahead but not taken is drawn again)."""
+    The batches are the ones ``mixer.batch_arrays`` would have given, in the same order.  ``rng_state`` is
+    the mixer's RNG state where the next batch not yet *taken* starts, which is what a checkpoint must
+    record: a run resumed from it draws the same batches as one that never stopped (a batch drawn ahead but
+    not taken is drawn again).
+
+    The mixer is single-threaded numpy and Pedalboard work (7.6 % of a training step on 2 cores).  Where the
+    network keeps every core busy, overlapping it buys nothing measurable (the 2-core machine: 2.28 s per
+    compiled step with or without it, ``train --time-steps``); it pays where a core is free, as on a GPU
+    machine."""
 
     def __init__(self, mixer: Mixer, n: int):
         from concurrent.futures import ThreadPoolExecutor
@@ -324,16 +331,14 @@ class BatchPrefetcher:
         self._next = self._pool.submit(self._draw)
 
     def _draw(self):
-        exs = self.mixer.batch(self.n)
-        return (np.stack([e.mixture for e in exs]), np.stack([e.target for e in exs]), [e.query for e in exs],
-                self.mixer.rng.bit_generator.state)
+        return self.mixer.batch_arrays(self.n), self.mixer.rng.bit_generator.state
 
     def take(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(mixtures (n, L), targets (n, L), query texts) of the next batch; starts drawing the one after."""
-        mix, tgt, queries, after = self._next.result()
+        arrays, after = self._next.result()
         self._next = self._pool.submit(self._draw)
         self.rng_state = after
-        return mix, tgt, queries
+        return arrays
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

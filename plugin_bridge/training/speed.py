@@ -80,8 +80,7 @@ def run_train_bench(corpus: str | None = None, labels_json: str | None = None, s
             r = rngs[a]
             mix = (0.1 * r.standard_normal((batch, n))).astype(np.float32)
             return mix, 0.5 * mix, r.standard_normal((batch, cfg.condition_size)).astype(np.float32)
-        exs = mixers[a].batch(batch)
-        return np.stack([e.mixture for e in exs]), np.stack([e.target for e in exs]), [e.query for e in exs]
+        return mixers[a].batch_arrays(batch)
 
     def step(a, mix, tgt, queries):
         cond = torch.from_numpy(queries) if table is None else table(queries)

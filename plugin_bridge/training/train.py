@@ -432,7 +432,7 @@ def train(cfg: TrainConfig, model_cfg: ResUNetConfig = DEFAULT_CONFIG, encoder=N
                 loss = loss_fn(forward_padded(step_net, mix, cond), tgt, mix)
                 loss.backward()
             except Exception as exc:  # noqa: BLE001 - only a compile failure is caught, on the first step
-                if step_net is net or compiled_ok:
+                if compiled_ok:  # eager from the start, or a compiled step has already run
                     raise
                 log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                     "training on eagerly")
