@@ -16,7 +16,7 @@ import argparse, json, os, sys, collections
 import numpy as np
 from pedalboard.io import AudioFile
 from plugin_bridge.audio_io import resample
-from plugin_bridge.metrics import sdr
+from plugin_bridge.metrics import sdri
 import plugin_bridge.engine.spectral as spectral
 from plugin_bridge.engine.separator import Separator, Query, SeparationSettings
 from plugin_bridge.models.registry import load_model
@@ -122,7 +122,7 @@ for label, fam, hs, tgt, mix, snr in mixes:
     for name, rule in RULES.items():
         spectral.high_band_fill = rule
         est = sep.process_segment(mix[None], RATE, cond, neg, SeparationSettings())[0, 0]
-        res[name].append(sdr(tgt, est) - sdr(tgt, mix))
+        res[name].append(sdri(tgt, est, mix))
     sep.backend.logits = orig
     res["_fam"].append(fam)
     res["_hi"].append(hs)
