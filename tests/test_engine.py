@@ -9,7 +9,7 @@ from pedalboard.io import AudioFile
 from plugin_bridge.engine.chunker import OverlapAdd, plan_segments
 from plugin_bridge.audio_io import read_all
 from plugin_bridge.engine.separator import Query, SeparationSettings, Separator
-from plugin_bridge.engine.spectral import Grid, native_grid
+from plugin_bridge.engine.spectral import Grid, fast_fft_length, native_grid
 from plugin_bridge.errors import AudioInputError, ConfigError, JobCancelled, OutputError
 from plugin_bridge.testing import ConstantMaskBackend, fast_model, fast_separator
 
@@ -63,11 +63,24 @@ def test_identity_mask_through_engine_is_seamless(rate, length, chunk, overlap):
 def test_native_grid_matches_model_grid_in_time_and_frequency():
     m = Grid(16000, 512, 256)
     g = native_grid(m, 48000)
-    assert (g.n_fft, g.hop) == (1536, 768)
+    assert (g.n_fft, g.hop, g.win_length) == (1536, 768, 1536)  # whole multiple: the model's bins, every 3rd
     g = native_grid(m, 44100)
-    # same frame duration and bin spacing within rounding
+    # same hop and window duration within rounding; the window zero-padded to a fast FFT length
     assert abs(g.hop / 44100 - 256 / 16000) < 0.5 / 44100 + 1e-12
-    assert abs(44100 / g.n_fft - 16000 / 512) < 0.05
+    assert abs(g.win_length / 44100 - 512 / 16000) < 1.0 / 44100
+    assert g.n_fft == fast_fft_length(g.win_length) == 1458
+
+
+def test_fast_fft_length_is_the_smallest_even_product_of_twos_and_threes():
+    def smooth(k):
+        for p in (2, 3):
+            while k % p == 0:
+                k //= p
+        return k == 1
+
+    for n in list(range(2, 400)) + [705, 706, 1411, 1412, 2822, 4096]:
+        want = next(k for k in range(n, 4 * n + 8) if k % 2 == 0 and smooth(k))
+        assert fast_fft_length(n) == want, n
 
 
 # -- files: formats, rates, channels, lengths ----------------------------------------------------------
