@@ -123,17 +123,16 @@ def istft(spec: np.ndarray, grid: Grid, length: int, workers: int | None = None)
     flat = np.asarray(spec).reshape(-1, T, shape[-1])
     n_fft, hop = grid.n_fft, grid.hop
     w = _window(n_fft, grid.win)
-    frames = _fft().irfft(flat, n=n_fft, axis=-1, workers=workers or _FFT_WORKERS).astype(np.float32, copy=False) * w  # (N, T, n_fft)
+    frames = _fft().irfft(flat, n=n_fft, axis=-1, workers=workers or _FFT_WORKERS).astype(np.float32, copy=False)
+    frames *= w  # (N, T, n_fft)
     R = -(-n_fft // hop)
-    padded = np.zeros((flat.shape[0], T, R * hop), np.float32)
-    padded[..., :n_fft] = frames
     out = np.zeros((flat.shape[0], T + R - 1, hop), np.float32)
-    wpad = np.zeros(R * hop, np.float32)
-    wpad[:n_fft] = w * w
+    ww = w * w
     env = np.zeros((T + R - 1, hop), np.float32)
-    for j in range(R):  # frame t's j-th hop-long piece lands on output block t + j
-        out[:, j:j + T] += padded[..., j * hop:(j + 1) * hop]
-        env[j:j + T] += wpad[j * hop:(j + 1) * hop]
+    for j in range(R):  # frame t's j-th hop-long piece lands on output block t + j (the last piece may be shorter)
+        a, b = j * hop, min((j + 1) * hop, n_fft)
+        out[:, j:j + T, :b - a] += frames[..., a:b]
+        env[j:j + T, :b - a] += ww[a:b]
     half = n_fft // 2
     out = out.reshape(flat.shape[0], -1)[:, half:half + length]
     env = env.reshape(-1)[half:half + length]
