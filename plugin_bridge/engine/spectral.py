@@ -4,7 +4,8 @@ The network runs at its own sample rate (e.g. 32 kHz for AudioSep, 16 kHz for th
 STFT of ``n_fft``/``hop`` samples.  We never resample the separated output: instead the input is
 analysed at its *native* rate with the window and hop scaled by ``native_rate / model_rate``, so the
 native STFT frames cover the same stretches of time and its bins lie on (or between) the model's Hz
-grid.  The model's mask is then carried onto the native grid by bilinear interpolation in time and
+grid (where the scaled window's length transforms slowly, as 1412 samples at 44.1 kHz, it is zero-padded
+to a fast FFT length; see ``native_grid``).  The model's mask is then carried onto the native grid by bilinear interpolation in time and
 frequency (an exact copy when the rate ratio makes the grids coincide, e.g. 48 kHz for a 16 kHz model
 or 32 kHz for AudioSep) and multiplied onto the native STFT, which keeps the full band of the input.
 
