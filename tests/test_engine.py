@@ -47,6 +47,32 @@ def test_ola_identity_any_length_chunk_overlap(seed):
     assert np.max(np.abs(out - x)) < 1e-12
 
 
+@pytest.mark.parametrize("seed", range(25))
+def test_plan_tiles_the_file_evenly_and_wastes_no_network_work(seed):
+    rng = np.random.default_rng(100 + seed)
+    align = int(rng.choice([1, 3, 147, 441]))
+    chunk = int(rng.integers(2, 40)) * align + int(rng.integers(0, align))
+    overlap = int(rng.integers(0, chunk))
+    length = int(rng.integers(chunk + 1, 30 * chunk))
+    segs = plan_segments(length, chunk, overlap, align)
+    c = max(align, chunk - chunk % align)
+    stride = max(align, (c - overlap) - (c - overlap) % align)
+    kept = c - stride
+    assert segs[0].start == 0 and segs[-1].stop == length
+    assert all(s.start % align == 0 for s in segs)
+    assert all(s.length <= c + align - 1 for s in segs)  # memory: never longer than the chunk (+ alignment)
+    assert all(b.start > a.start and b.start <= a.stop for a, b in zip(segs, segs[1:]))  # in order, no gap
+    assert len(segs) == -(-(length - kept) // stride)  # as many segments as full-length chunks would need
+    # the network's work: the file plus the overlaps, within alignment (no segment mostly repeats another)
+    assert sum(s.length for s in segs) <= length + (len(segs) - 1) * kept + 2 * len(segs) * align
+
+
+def test_a_region_just_over_one_chunk_costs_about_its_own_length():
+    R = 48000
+    segs = plan_segments(16 * R, 15 * R, int(1.5 * R), 3)  # a 16 s region at the default 15 s / 10 % chunks
+    assert [s.length for s in segs] == [int(8.75 * R)] * 2  # 17.5 s of network work (was 15 s + 15 s)
+
+
 @pytest.mark.parametrize("rate,length,chunk,overlap", [
     (16000, 8000, 1.0, 0.25), (44100, 50000, 0.5, 0.5), (48000, 200000, 1.3, 0.1), (22050, 1234, 2.0, 0.0),
     (96000, 100001, 0.4, 0.7), (8000, 4001, 0.3, 0.33)])
