@@ -1,10 +1,11 @@
 """Chunking and weighted overlap-add (the Demucs ``apply.py`` approach, streamed).
 
 A file of ``length`` frames is cut into segments of at most ``chunk`` frames that overlap by ``overlap``
-frames, tiled evenly (equal lengths, so the network never runs twice over most of a segment).  Each processed segment is weighted by a triangular window (raised to ``power``) and summed;
-the sum of weights is divided out, so an identity process returns its input exactly, whatever the
-length, chunk and overlap.  Output is released in order as soon as no later segment can touch it,
-so memory is bounded by a couple of segments, never by the file length.
+frames, tiled evenly (equal lengths, so the network never runs twice over most of a segment). Each
+processed segment is weighted by a triangular window (raised to ``power``) and summed; the sum of weights
+is divided out, so an identity process returns its input exactly, whatever the length, chunk and overlap.
+Output is released in order as soon as no later segment can touch it, so memory is bounded by a couple of
+segments, never by the file length.
 
 Segment starts and lengths are multiples of ``align`` frames (except the file's last frames), so a
 segment maps to a whole number of frames at the model's rate too.

@@ -1,13 +1,14 @@
 """Native-rate spectral processing: apply a mask computed on the model's grid to audio at any rate.
 
 The network runs at its own sample rate (e.g. 32 kHz for AudioSep, 16 kHz for the embedded model) on an
-STFT of ``n_fft``/``hop`` samples.  We never resample the separated output: instead the input is
-analysed at its *native* rate with the window and hop scaled by ``native_rate / model_rate``, so the
-native STFT frames cover the same stretches of time and its bins lie on (or between) the model's Hz
-grid (where the scaled window's length transforms slowly, as 1412 samples at 44.1 kHz, it is zero-padded
-to a fast FFT length; see ``native_grid``).  The model's mask is then carried onto the native grid by bilinear interpolation in time and
-frequency (an exact copy when the rate ratio makes the grids coincide, e.g. 48 kHz for a 16 kHz model
-or 32 kHz for AudioSep) and multiplied onto the native STFT, which keeps the full band of the input.
+STFT of ``n_fft``/``hop`` samples. We never resample the separated output: instead the input is analysed
+at its *native* rate with the window and hop scaled by ``native_rate / model_rate``, so the native STFT
+frames cover the same stretches of time and its bins lie on (or between) the model's Hz grid (where the
+scaled window's length transforms slowly, as 1412 samples at 44.1 kHz, it is zero-padded to a fast FFT
+length; see ``native_grid``). The model's mask is then carried onto the native grid by bilinear
+interpolation in time and frequency (an exact copy when the rate ratio makes the grids coincide, e.g. 48
+kHz for a 16 kHz model or 32 kHz for AudioSep) and multiplied onto the native STFT, which keeps the full
+band of the input.
 
 The model's Nyquist bin and the bins above it get a rule: per frame, the mean mask magnitude over the top
 octave of the model's band (Nyquist bin excluded), with no phase rotation.  Every stem and the residual
@@ -68,6 +69,8 @@ def native_grid(model: Grid, native_rate: int) -> Grid:
     win = int(round(model.win_length * ratio))
     win = max(win + win % 2, 16)  # even, so the Nyquist bin exists
     hop = max(1, int(round(model.hop * ratio)))
+    # a whole multiple keeps n_fft = win, so the native bins include the model's (the separator reads the
+    # network's input off them); any other rate pads the window to a fast length
     n_fft = win if (ratio.denominator == 1 and win == model.win_length * ratio) else fast_fft_length(win)
     return Grid(native_rate, n_fft, hop, None if n_fft == win else win)
 
