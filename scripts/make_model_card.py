@@ -70,7 +70,9 @@ def status_line(bench: dict | None, speed: dict) -> str:
                   f"{len(bad)} labels with a median at or below the best-gain floor ({', '.join(bad)})")
     if "x_realtime_onnx" in speed:
         judge(speed["x_realtime_onnx"] >= TARGETS["x_realtime"],
-              f"{speed['x_realtime_onnx']:.1f}x real time end to end on 2 cores (target >= {TARGETS['x_realtime']:g}x)")
+              f"{speed['x_realtime_onnx']:.1f}x real time end to end on 2 cores"
+              + (f" of one machine ({speed['x_realtime_machine']}; see Speed)" if speed.get("x_realtime_machine") else "")
+              + f" (target >= {TARGETS['x_realtime']:g}x)")
     head = "**Status: all targets met.**" if met and not missed else \
         "**Status: interim checkpoint.** Training continues across sessions."
     parts = [head]
@@ -85,8 +87,8 @@ def speed_from_bench(files: list[dict]) -> tuple[dict, list[str]]:
     """Card lines and the judged figure from ``plugin-bridge bench --repeat N --json`` files.
 
     The figure judged against the target is the slowest first-file median over the files (rates): a cold
-    process separating one file, the way the CLI runs it."""
-    lines, worst = [], None
+    process separating one file, the way the CLI runs it; the machine it was measured on goes with it."""
+    lines, worst, worst_machine = [], None, None
     for fig in files:
         rate = fig.get("rate", 48000) / 1000
         parts = []
@@ -102,11 +104,16 @@ def speed_from_bench(files: list[dict]) -> tuple[dict, list[str]]:
             else:
                 text, judged = f"{label}: {b['x_realtime']:.1f}x real time (one run)", b["x_realtime"]
             parts.append(text)
-            if name == "onnx":
-                worst = judged if worst is None else min(worst, judged)
-        lines.append(f"* {fig['minutes']:g} min of {rate:g} kHz stereo, {fig.get('threads') or 'default'} threads, "
+            if name == "onnx" and (worst is None or judged < worst):
+                worst, worst_machine = judged, (fig.get("machine") or {}).get("cpu")
+        m = fig.get("machine")
+        where = f" on {m['cpu']} ({m['logical_cpus']} logical CPUs)" if m else " (machine not recorded)"
+        lines.append(f"* {fig['minutes']:g} min of {rate:g} kHz stereo, {fig.get('threads') or 'default'} threads{where}, "
                      f"end to end (read, separate, write stem + residual): " + "; ".join(parts) + ".")
-    return ({"x_realtime_onnx": worst} if worst is not None else {}), lines
+    judged = {} if worst is None else {"x_realtime_onnx": worst}
+    if worst is not None and worst_machine:
+        judged["x_realtime_machine"] = worst_machine
+    return judged, lines
 
 
 def schedule_restarts(log: list[dict]) -> list[int]:

@@ -3,6 +3,7 @@ No timing assertions: only structure and internal consistency of the numbers."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 import numpy as np
@@ -108,7 +109,11 @@ def test_repeated_bench_reports_medians_of_fresh_processes_and_a_second_pass(cap
     assert float(lo) <= float(med) <= float(hi) and float(warm) > 0
     _, srows = _rows(out, "backend  audio_s")
     assert srows[0][1] == "3.0"  # 0.05 min, measured from the stems written at 44.1 kHz
-    fig = json.loads(out_json.read_text())["backends"]["torch"]
+    saved = json.loads(out_json.read_text())
+    # the figures name the machine they were measured on (CPU model, usable logical CPUs)
+    assert saved["machine"]["cpu"] and saved["machine"]["cpu"] in out
+    assert 1 <= saved["machine"]["logical_cpus"] <= (os.cpu_count() or 1)
+    fig = saved["backends"]["torch"]
     assert len(fig["first_file_x"]) == 2 and len(fig["second_file_x"]) == 2
     assert abs(fig["first_file_x_median"] - float(np.median(fig["first_file_x"]))) < 1e-9
     # the speed table shows the fresh-process run whose first-file time is the (lower) median

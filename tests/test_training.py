@@ -280,7 +280,7 @@ def test_model_card_status_is_judged_from_the_measured_numbers():
 
 def test_model_card_speed_and_schedule_come_from_the_measured_files():
     card = _card_module()
-    b48 = {"minutes": 2, "rate": 48000, "threads": 2, "backends": {
+    b48 = {"minutes": 2, "rate": 48000, "threads": 2, "machine": {"cpu": "AMD EPYC", "logical_cpus": 2}, "backends": {
         "onnx": {"runs": 3, "first_file_x": [44.0, 46.0, 51.0], "first_file_x_median": 46.0,
                  "second_file_x_median": 50.0, "x_realtime": 46.0},
         "torch": {"runs": 3, "first_file_x": [30.0, 33.0, 35.0], "first_file_x_median": 33.0,
@@ -292,7 +292,11 @@ def test_model_card_speed_and_schedule_come_from_the_measured_files():
     assert judged == {"x_realtime_onnx": 39.5}  # the slowest rate's cold median is what is judged
     assert "48 kHz" in lines[0] and "first file 46.0x" in lines[0] and "range 44.0-51.0x" in lines[0]
     assert "PyTorch eager: first file 33.0x" in lines[0] and "44.1 kHz" in lines[1]
+    assert "on AMD EPYC (2 logical CPUs)" in lines[0] and "machine not recorded" in lines[1]
     assert "NOT met: 39.5x" in card.status_line(None, judged)
+    judged, _ = card.speed_from_bench([b48])  # the judged figure names the machine it was measured on
+    assert judged == {"x_realtime_onnx": 46.0, "x_realtime_machine": "AMD EPYC"}
+    assert "46.0x real time end to end on 2 cores of one machine (AMD EPYC; see Speed)" in card.status_line(None, judged)
     log = [{"step": 10, "lr": 1e-3}, {"step": 20, "lr": 5e-5}, {"step": 30, "lr": 6e-4}, {"step": 40, "lr": 5e-4},
            {"step": 250, "kind": "val", "median_sdri": 1.0}]
     assert card.schedule_restarts(log) == [30]
@@ -648,3 +652,65 @@ def test_training_speed_bench_feeds_every_arm_the_same_batches(tmp_path, monkeyp
     noise = run_train_bench(None, steps=1, rounds=1, threads=1, batch=2, seconds=1.0, model_cfg=TINY, out=lines.append)
     assert set(noise["losses"]) == {"eager", "compiled"}
     assert noise["losses"]["compiled"] == pytest.approx(noise["losses"]["eager"], rel=1e-6)
+
+
+def test_averaging_ships_one_kind_of_snapshot_in_a_step_range_reproducibly(tmp_path, capsys):
+    """`train --average-steps A-B --average-out PATH`: the mean of the EMA snapshots in the range (never raw and
+    EMA weights mixed), written with the newest one's metadata, as the shipped weights were made."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from plugin_bridge.cli import main as cli_main
+    from plugin_bridge.errors import ConfigError
+    from plugin_bridge.models.registry import load_model, save_safetensors_model
+    from plugin_bridge.training.cli import parse_step_range
+    from plugin_bridge.training.train import average_to_file, snapshot_paths
+
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    nets = {}
+    for step in (250, 500, 750, 1000):
+        for kind in ("", "-ema"):
+            torch.manual_seed(step + len(kind))
+            net = ResUNet(TINY)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(torch.randn_like(p))
+            nets[(step, kind)] = {k: v.clone() for k, v in net.state_dict().items()}
+            extra = {"ema_decay": 0.995} if kind else {}
+            save_safetensors_model(net, str(run / "snapshots" / f"step{step:06d}{kind}.safetensors"), step=step,
+                                   train_hours=step / 1000, dev_select=1.0, vocabulary_file="labels_v2.json", **extra)
+    names = lambda ps: [os.path.basename(p) for p in ps]  # noqa: E731
+    assert names(snapshot_paths(str(run), steps=(500, 750))) == ["step000500-ema.safetensors", "step000750-ema.safetensors"]
+    assert names(snapshot_paths(str(run), last=2, ema=False)) == ["step000750.safetensors", "step001000.safetensors"]
+    assert len(snapshot_paths(str(run), last=3)) == 3 and all("-ema" in p for p in snapshot_paths(str(run), last=3))
+
+    out = str(tmp_path / "shipped.safetensors")
+    assert cli_main(["train", "--run", str(run), "--average-steps", "500-1000", "--average-out", out]) == 0
+    got = load_file(out)
+    for k, v in got.items():
+        if v.is_floating_point():
+            want = sum(nets[(s, "-ema")][k].double() for s in (500, 750, 1000)) / 3
+            assert torch.allclose(v.double(), want, atol=1e-6), k
+        else:
+            assert torch.equal(v, nets[(1000, "-ema")][k]), k
+    with safe_open(out, framework="pt") as f:
+        meta = f.metadata()
+    assert meta["averaged_steps"] == "500,750,1000" and meta["step"] == "1000" and meta["ema_decay"] == "0.995"
+    assert "dev_select" not in meta  # that score was the newest snapshot's, not the mean's
+    assert load_model(out).net.cfg == TINY  # loads as a model file
+    # the same command again gives the same bytes' worth of tensors (the shipped file can be re-made)
+    assert average_to_file(str(run), str(tmp_path / "again.safetensors"), steps=(500, 1000)) == [500, 750, 1000]
+    again = load_file(str(tmp_path / "again.safetensors"))
+    assert all(torch.equal(again[k], got[k]) for k in got)
+
+    assert parse_step_range("17500-19250") == (17500, 19250)
+    for bad in ("17500", "a-b", "900-100", "-5-10"):
+        with pytest.raises(ConfigError, match="average-steps"):
+            parse_step_range(bad)
+    capsys.readouterr()
+    assert cli_main(["train", "--run", str(run), "--average-out", out]) != 0
+    assert "needs --average-last N or --average-steps" in capsys.readouterr().err
+    assert cli_main(["train", "--run", str(run), "--average-steps", "1000-2000", "--average-out", out]) != 0
+    assert "1 matching snapshot(s); averaging needs at least 2" in capsys.readouterr().err
+    assert all(torch.equal(load_file(out)[k], got[k]) for k in got)  # a refused command left the file alone

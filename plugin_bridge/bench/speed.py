@@ -68,6 +68,30 @@ def make_bench_file(path: str, seconds: float, rate: int = BENCH_RATE, channels:
 
 # -- memory ---------------------------------------------------------------------------------------------
 
+def machine_info() -> dict:
+    """What the figures were measured on: the CPU's model name and the logical CPUs this process may use.
+
+    Real-time factors differ between machines by more than most engine changes move them (the project's
+    2-core machines have differed by 1.3x or more), so every figure file names the machine it came from."""
+    import platform
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return {"cpu": cpu or platform.processor() or platform.machine() or "unknown", "logical_cpus": usable,
+            "system": f"{platform.system()} {platform.machine()}"}
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far."""
     try:
@@ -298,8 +322,10 @@ def run_bench(args) -> int:
                 print(f"(generated a {mins:g} min {rate / 1000:g} kHz stereo test file in {time.perf_counter() - t0:.1f} s)", file=out, flush=True)
             return p
 
+        machine = machine_info()
         print(f"plugin-bridge bench: {minutes:g} min, {rate / 1000:g} kHz stereo, query {QUERY!r}, threads "
-              f"{threads or 'default'}, cpu count {os.cpu_count()}", file=out, flush=True)
+              f"{threads or 'default'}, cpu count {os.cpu_count()} ({machine['cpu']}, {machine['logical_cpus']} "
+              f"usable)", file=out, flush=True)
         f = gen(minutes)
         repeat = getattr(args, "repeat", None)
         repeat = 1 if repeat is None else int(repeat)
@@ -318,7 +344,8 @@ def run_bench(args) -> int:
               file=out, flush=True)
         print(format_table(SPEED_HEADERS + ["speed_vs_" + backends[0]],
                            [row + [f"{results[0]['wall'] / r['wall']:.2f}x"] for row, r in zip(rows, results)]), file=out, flush=True)
-        figures = {"minutes": minutes, "rate": rate, "threads": threads, "model": results[0]["model"], "backends": {}}
+        figures = {"minutes": minutes, "rate": rate, "threads": threads, "model": results[0]["model"],
+                   "machine": machine, "backends": {}}
         if repeat > 1:
             reps = []
             for b in backends:

@@ -67,6 +67,12 @@ def register(sub) -> None:
     p.add_argument("--average-last", type=int, metavar="N", default=None,
                    help="instead of training, average the run's last N validated snapshots, validate the mean and "
                         "keep it as best.safetensors if it scores higher (stop the trainer first)")
+    p.add_argument("--average-steps", metavar="FROM-TO", default=None,
+                   help="with --average-out or instead of --average-last: the snapshots whose step lies in FROM-TO "
+                        "(inclusive), e.g. 17500-19250; EMA snapshots when the run keeps them")
+    p.add_argument("--average-out", metavar="PATH", default=None,
+                   help="with --average-last or --average-steps: write the mean to PATH (no validation, no corpus "
+                        "needed), e.g. to score it with 'benchmark --model PATH' and ship it")
     p.set_defaults(func=cmd_train)
 
     b = sub.add_parser("benchmark", help="score a model on a folder of mixtures (SDR, SDRi, SI-SDR, oracle IRM)")
@@ -116,6 +122,17 @@ def parse_family_weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+def parse_step_range(text: str) -> tuple[int, int]:
+    """'17500-19250' -> (17500, 19250)."""
+    try:
+        lo, hi = (int(v) for v in str(text).split("-"))
+    except ValueError:
+        raise ConfigError(f"--average-steps {text!r}: expected FROM-TO, two step numbers such as 17500-19250") from None
+    if lo < 0 or hi < lo:
+        raise ConfigError(f"--average-steps {text!r}: FROM must be >= 0 and not above TO")
+    return lo, hi
+
+
 def cmd_train(args) -> int:
     if args.export:
         from plugin_bridge.training.train import export_best
@@ -137,16 +154,28 @@ def cmd_train(args) -> int:
                         family_weights=parse_family_weights(args.family_weights),
                         umbrella_fraction=args.umbrella_fraction)
         return 0
+    avg_steps = parse_step_range(args.average_steps) if getattr(args, "average_steps", None) else None
+    if getattr(args, "average_out", None):
+        if args.average_last is None and avg_steps is None:
+            raise ConfigError("train --average-out needs --average-last N or --average-steps FROM-TO")
+        from plugin_bridge.training.train import average_to_file
+
+        try:
+            got = average_to_file(args.run, args.average_out, args.average_last, avg_steps)
+        except ValueError as exc:
+            raise ConfigError(f"train --average-out: {exc}") from exc
+        print(f"wrote the mean of the snapshots at steps {', '.join(map(str, got))} to {args.average_out}")
+        return 0
     if args.resume_from and not os.path.exists(os.path.join(args.run, "state.pt")):
         print(f"rebuilt {args.run}/state.pt from {args.resume_from} (step {restore_resume(args.resume_from, args.run)})")
     if not args.corpus:
         raise ConfigError("train: --corpus is required (a folder written by 'plugin-bridge corpus build')")
 
-    if args.average_last is not None:
+    if args.average_last is not None or avg_steps is not None:
         cfg = TrainConfig(corpus=args.corpus, run=args.run, seconds=args.seconds, threads=args.threads)
         if args.labels_json:
             cfg.labels_json = args.labels_json
-        average_into_best(cfg, args.average_last, log=lambda s: print(s, flush=True))
+        average_into_best(cfg, args.average_last, log=lambda s: print(s, flush=True), steps=avg_steps)
         return 0
     cfg = TrainConfig(corpus=args.corpus, run=args.run, batch=args.batch, seconds=args.seconds, lr=args.lr,
                       planned_steps=args.planned_steps, max_steps=args.max_steps, max_hours=args.max_hours,

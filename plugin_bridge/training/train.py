@@ -538,27 +538,50 @@ def export_best(run: str, dest: str, labels_json: str | None = None) -> str:
     return vocabulary_name(load_safetensors_model(dest, lazy=True))
 
 
-def average_snapshots(run: str, last: int) -> tuple[ResUNet, list[int]]:
-    """The element-wise mean of the run's last ``last`` validated snapshots (checkpoint averaging).
+def snapshot_paths(run: str, last: int | None = None, steps: tuple[int, int] | None = None,
+                   ema: bool | None = None) -> list[str]:
+    """The run's validated snapshots of one kind, oldest first: the EMA weights (``stepNNNNNN-ema``) or the
+    raw ones (``ema=None``: EMA when the run keeps them), the last ``last`` of them or those whose step lies
+    in ``steps`` (inclusive)."""
+    import glob
+    import re
+
+    found = []
+    for p in glob.glob(os.path.join(run, "snapshots", "step*.safetensors")):
+        m = re.fullmatch(r"step(\d+)(-ema)?\.safetensors", os.path.basename(p))
+        if m:
+            found.append((int(m.group(1)), bool(m.group(2)), p))
+    if ema is None:
+        ema = any(e for _, e, _ in found)
+    chosen = sorted((st, p) for st, e, p in found if e == ema)
+    if steps is not None:
+        lo, hi = steps
+        chosen = [(st, p) for st, p in chosen if lo <= st <= hi]
+    elif last is not None:
+        chosen = chosen[-last:] if last > 0 else []
+    return [p for _, p in chosen]
+
+
+def average_snapshots(run: str, last: int | None = None, steps: tuple[int, int] | None = None,
+                      ema: bool | None = None) -> tuple[ResUNet, list[int]]:
+    """The element-wise mean of the run's last ``last`` validated snapshots, or of those in the step range
+    ``steps`` (checkpoint averaging), one kind at a time (see ``snapshot_paths``).
 
     Late in a cosine schedule neighbouring checkpoints sit in the same basin; their mean usually scores a
     little better than any one of them.  Integer buffers (BatchNorm's batch counters) come from the newest.
     """
-    import glob
-
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-
-    paths = sorted(glob.glob(os.path.join(run, "snapshots", "step*.safetensors")))[-last:]
+    paths = snapshot_paths(run, last, steps, ema)
     if len(paths) < 2:
-        raise ValueError(f"{run}/snapshots holds {len(paths)} snapshot(s); averaging needs at least 2")
-    configs, steps, acc = set(), [], None
+        raise ValueError(f"{run}/snapshots holds {len(paths)} matching snapshot(s); averaging needs at least 2")
+    configs, got, acc = set(), [], None
     for p in paths:
         with safe_open(p, framework="pt") as f:
             meta = f.metadata() or {}
         configs.add(meta.get("config"))
-        steps.append(int(meta.get("step", -1)))
+        got.append(int(meta.get("step", -1)))
         t = load_file(p)
         if acc is None:
             acc = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
@@ -572,13 +595,36 @@ def average_snapshots(run: str, last: int) -> tuple[ResUNet, list[int]]:
     net = ResUNet(ResUNetConfig.from_dict(json.loads(configs.pop())))
     avg = {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in acc.items()}
     load_state_strict(net, avg, f"average of {len(paths)} snapshots")
-    return net, steps
+    return net, got
 
 
-def average_into_best(cfg: TrainConfig, last: int, encoder=None, log=print) -> dict:
-    """Average the last snapshots, validate the result on the run's dev set and keep it as
-    ``best.safetensors`` when it scores higher than the current best (the run's state follows)."""
-    net, steps = average_snapshots(cfg.run, last)
+def average_to_file(run: str, dest: str, last: int | None = None, steps: tuple[int, int] | None = None,
+                    ema: bool | None = None) -> list[int]:
+    """Write the mean of the chosen snapshots to ``dest`` (atomically) with the newest one's metadata
+    (architecture, vocabulary, EMA decay, hours) and the averaged steps: how a mean chosen on the dev
+    benchmark is shipped (README, "Shipping a release branch").  No validation here."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    net, steps_got = average_snapshots(run, last, steps, ema)
+    with safe_open(snapshot_paths(run, last, steps, ema)[-1], framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    for k in ("dev_median_sdri", "dev_select"):  # those scored one snapshot, not the mean
+        meta.pop(k, None)
+    meta["averaged_steps"] = ",".join(map(str, steps_got))
+    d = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(dest)}.tmp")
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp, metadata=meta)
+    os.replace(tmp, dest)
+    return steps_got
+
+
+def average_into_best(cfg: TrainConfig, last: int | None, encoder=None, log=print,
+                      steps: tuple[int, int] | None = None) -> dict:
+    """Average the last snapshots (or those in ``steps``), validate the result on the run's dev set and keep
+    it as ``best.safetensors`` when it scores higher than the current best (the run's state follows)."""
+    net, steps = average_snapshots(cfg.run, last, steps)
     if encoder is None:
         encoder = MiniLMEncoder()
     if cfg.threads:
