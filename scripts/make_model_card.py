@@ -71,7 +71,8 @@ def status_line(bench: dict | None, speed: dict) -> str:
     if "x_realtime_onnx" in speed:
         judge(speed["x_realtime_onnx"] >= TARGETS["x_realtime"],
               f"{speed['x_realtime_onnx']:.1f}x real time end to end on 2 cores"
-              + (f" of one machine ({speed['x_realtime_machine']}; see Speed)" if speed.get("x_realtime_machine") else "")
+              + (f" of one machine ({speed['x_realtime_machine']}; the first file after start-up, see Speed)"
+                 if speed.get("x_realtime_machine") else "")
               + f" (target >= {TARGETS['x_realtime']:g}x)")
     head = "**Status: all targets met.**" if met and not missed else \
         "**Status: interim checkpoint.** Training continues across sessions."

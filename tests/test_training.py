@@ -296,7 +296,7 @@ def test_model_card_speed_and_schedule_come_from_the_measured_files():
     assert "NOT met: 39.5x" in card.status_line(None, judged)
     judged, _ = card.speed_from_bench([b48])  # the judged figure names the machine it was measured on
     assert judged == {"x_realtime_onnx": 46.0, "x_realtime_machine": "AMD EPYC"}
-    assert "46.0x real time end to end on 2 cores of one machine (AMD EPYC; see Speed)" in card.status_line(None, judged)
+    assert "46.0x real time end to end on 2 cores of one machine (AMD EPYC; the first file after start-up, see Speed)" in card.status_line(None, judged)
     log = [{"step": 10, "lr": 1e-3}, {"step": 20, "lr": 5e-5}, {"step": 30, "lr": 6e-4}, {"step": 40, "lr": 5e-4},
            {"step": 250, "kind": "val", "median_sdri": 1.0}]
     assert card.schedule_restarts(log) == [30]
