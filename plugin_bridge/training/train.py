@@ -570,16 +570,15 @@ def average_snapshots(run: str, last: int | None = None, steps: tuple[int, int] 
     Late in a cosine schedule neighbouring checkpoints sit in the same basin; their mean usually scores a
     little better than any one of them.  Integer buffers (BatchNorm's batch counters) come from the newest.
     """
-    paths = snapshot_paths(run, last, steps, ema)
-    if len(paths) < 2:
-        raise ValueError(f"{run}/snapshots holds {len(paths)} matching snapshot(s); averaging needs at least 2")
-    return _average_files(paths)
+    return _average_files(run, snapshot_paths(run, last, steps, ema))
 
 
-def _average_files(paths: list[str]) -> tuple[ResUNet, list[int]]:
+def _average_files(run: str, paths: list[str]) -> tuple[ResUNet, list[int]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    if len(paths) < 2:
+        raise ValueError(f"{run}/snapshots holds {len(paths)} matching snapshot(s); averaging needs at least 2")
     configs, got, acc = set(), [], None
     for p in paths:
         with safe_open(p, framework="pt") as f:
@@ -611,9 +610,7 @@ def average_to_file(run: str, dest: str, last: int | None = None, steps: tuple[i
     from safetensors.torch import save_file
 
     paths = snapshot_paths(run, last, steps, ema)  # listed once: a trainer may add snapshots meanwhile
-    if len(paths) < 2:
-        raise ValueError(f"{run}/snapshots holds {len(paths)} matching snapshot(s); averaging needs at least 2")
-    net, steps_got = _average_files(paths)
+    net, steps_got = _average_files(run, paths)
     with safe_open(paths[-1], framework="pt") as f:
         meta = dict(f.metadata() or {})
     for k in ("dev_median_sdri", "dev_select"):  # those scored one snapshot, not the mean
