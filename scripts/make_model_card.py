@@ -111,10 +111,10 @@ def speed_from_bench(files: list[dict]) -> tuple[dict, list[str]]:
         where = f" on {m['cpu']} ({m['logical_cpus']} logical CPUs)" if m else " (machine not recorded)"
         lines.append(f"* {fig['minutes']:g} min of {rate:g} kHz stereo, {fig.get('threads') or 'default'} threads{where}, "
                      f"end to end (read, separate, write stem + residual): " + "; ".join(parts) + ".")
-    judged = {} if worst is None else {"x_realtime_onnx": worst}
+    figure = {} if worst is None else {"x_realtime_onnx": worst}
     if worst is not None and worst_machine:
-        judged["x_realtime_machine"] = worst_machine
-    return judged, lines
+        figure["x_realtime_machine"] = worst_machine
+    return figure, lines
 
 
 def schedule_restarts(log: list[dict]) -> list[int]:

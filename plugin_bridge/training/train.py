@@ -607,7 +607,6 @@ def average_to_file(run: str, dest: str, last: int | None = None, steps: tuple[i
     (architecture, vocabulary, EMA decay, hours) and the averaged steps: how a mean chosen on the dev
     benchmark is shipped (README, "Shipping a release branch").  No validation here."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     paths = snapshot_paths(run, last, steps, ema)  # listed once: a trainer may add snapshots meanwhile
     net, steps_got = _average_files(run, paths)
@@ -616,11 +615,9 @@ def average_to_file(run: str, dest: str, last: int | None = None, steps: tuple[i
     for k in ("dev_median_sdri", "dev_select"):  # those scored one snapshot, not the mean
         meta.pop(k, None)
     meta["averaged_steps"] = ",".join(map(str, steps_got))
-    d = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(dest)}.tmp")
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp, metadata=meta)
-    os.replace(tmp, dest)
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    # the project's model writer (atomic); it sets config, name and format from the network itself
+    save_safetensors_model(net, dest, **meta)
     return steps_got
 
 
